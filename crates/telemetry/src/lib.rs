@@ -5,6 +5,7 @@
 //! then wraps its router with [`http::track`] and [`request_id::propagate`].
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod exposition;
 pub mod http;
 pub mod logging;
@@ -12,6 +13,7 @@ pub mod process;
 pub mod request_id;
 pub mod shutdown;
 
+pub use config::Color;
 pub use prometheus_client::registry::Registry;
 
 use prometheus_client::metrics::family::Family;

@@ -61,6 +61,11 @@ impl Collector for DroppedLines {
     }
 }
 
+/// Checks a `RUST_LOG`-style filter; a clap value parser.
+pub fn parse_filter(filter: &str) -> Result<String, String> {
+    EnvFilter::try_new(filter).map(|_| filter.to_owned()).map_err(|e| format!("invalid log filter {filter:?}: {e}"))
+}
+
 /// Installs the global JSON logger writing to `writer` (stdout in services).
 /// `filter` uses `RUST_LOG` syntax, e.g. `info` or `info,vigie_router=debug`.
 pub fn init<W: Write + Send + 'static>(

@@ -1,1 +1,60 @@
-fn main() {}
+//! `vigie`: one binary, one subcommand per role. Parsing and wiring only;
+//! the roles live in the library crates.
+#![forbid(unsafe_code)]
+
+mod healthcheck;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "vigie", version, about = "A blue/green backend and the stack that watches it")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the monitored backend service as one color.
+    Backend(vigie_backend::Config),
+    /// Run the blue/green router in front of both colors.
+    Router(vigie_router::Config),
+    /// Switch the router to a color (client of the admin API).
+    Switch(vigie_router::cli::SwitchArgs),
+    /// Show the router's state (client of the admin API).
+    Status(vigie_router::cli::StatusArgs),
+    /// Exit 0 when URL answers 2xx: the container health check.
+    Healthcheck(healthcheck::Args),
+    /// Send a steady, small mix of API traffic so dashboards have data.
+    Loadgen(vigie_backend::loadgen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Backend(config) => vigie_backend::run(config).await,
+            Command::Router(config) => vigie_router::run(config).await,
+            Command::Switch(args) => vigie_router::cli::switch(args).await,
+            Command::Status(args) => vigie_router::cli::status(args).await,
+            Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::Loadgen(args) => vigie_backend::loadgen::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The tasks table in SQLite. Both colors open the same file: WAL mode lets
+//! one write while the other reads, and a busy timeout queues concurrent
+//! writers instead of failing them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// How long a writer waits for the other color's transaction to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Query latency buckets in seconds, 100 µs to 2.5 s.
+const QUERY_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+];
+
+/// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &["CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )"];
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open database {path}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("database migration failed")]
+    Migrate(#[source] rusqlite::Error),
+    #[error("{operation} query failed")]
+    Query { operation: &'static str, source: rusqlite::Error },
+    #[error("database worker failed")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub title: String,
+    pub done: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug)]
+struct DbMetrics {
+    duration: Family<OperationLabel, Histogram>,
+    errors: Family<OperationLabel, Counter>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Database {
+    conn: Arc<Mutex<Connection>>,
+    metrics: DbMetrics,
+}
+
+impl Database {
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(path: &Path, registry: &mut Registry) -> Result<Self, DbError> {
+        let open_err = |source| DbError::Open { path: path.display().to_string(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        // FULL: a committed task survives a power cut, not only a crash.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        migrate(&mut conn).map_err(DbError::Migrate)?;
+
+        let metrics = DbMetrics {
+            duration: Family::new_with_constructor(|| Histogram::new(QUERY_BUCKETS)),
+            errors: Family::default(),
+        };
+        registry.register_with_unit(
+            "vigie_db_query_duration",
+            "Database query duration by operation",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register("vigie_db_errors", "Failed database queries by operation", metrics.errors.clone());
+        Ok(Database { conn: Arc::new(Mutex::new(conn)), metrics })
+    }
+
+    /// Runs `query` on a blocking thread, timed and counted under `operation`.
+    async fn call<T, F>(&self, operation: &'static str, query: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let start = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock poisons it; the connection itself is still usable.
+            let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&guard)
+        })
+        .await?;
+        let label = OperationLabel { operation };
+        self.metrics.duration.get_or_create(&label).observe(start.elapsed().as_secs_f64());
+        result.map_err(|source| {
+            self.metrics.errors.get_or_create(&label).inc();
+            DbError::Query { operation, source }
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.call("ping", |c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    pub async fn list(&self, limit: u32, offset: u32) -> Result<Vec<Task>, DbError> {
+        self.call("select", move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, title, done, created_at, updated_at FROM tasks ORDER BY id LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = stmt.query_map(params![limit, offset], row_to_task)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<Task>, DbError> {
+        self.call("select", move |c| {
+            c.query_row(
+                "SELECT id, title, done, created_at, updated_at FROM tasks WHERE id = ?1",
+                [id],
+                row_to_task,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn create(&self, title: String) -> Result<Task, DbError> {
+        self.call("insert", move |c| {
+            c.query_row(
+                &format!(
+                    "INSERT INTO tasks (title, done, created_at, updated_at) VALUES (?1, 0, {NOW}, {NOW})
+                     RETURNING id, title, done, created_at, updated_at"
+                ),
+                [title],
+                row_to_task,
+            )
+        })
+        .await
+    }
+
+    pub async fn update(&self, id: i64, title: Option<String>, done: Option<bool>) -> Result<Option<Task>, DbError> {
+        self.call("update", move |c| {
+            c.query_row(
+                &format!(
+                    "UPDATE tasks SET title = COALESCE(?2, title), done = COALESCE(?3, done), updated_at = {NOW}
+                     WHERE id = ?1 RETURNING id, title, done, created_at, updated_at"
+                ),
+                params![id, title, done],
+                row_to_task,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Returns whether a task was deleted.
+    pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
+        self.call("delete", move |c| Ok(c.execute("DELETE FROM tasks WHERE id = ?1", [id])? > 0)).await
+    }
+}
+
+fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        done: row.get(2)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+    })
+}
+
+/// Applies pending migrations in one immediate transaction, so two colors
+/// starting together do not both run them.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for step in MIGRATIONS.iter().skip(applied) {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn crud_round_trip_and_metrics() {
+        let dir = std::env::temp_dir().join(format!("vigie-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        let mut registry = Registry::default();
+        let db = Database::open(&path, &mut registry).expect("open");
+        let task = db.create("write docs".into()).await.expect("create");
+        assert_eq!(task.title, "write docs");
+        assert!(!task.done);
+        let updated = db.update(task.id, None, Some(true)).await.expect("update").expect("exists");
+        assert!(updated.done);
+        assert_eq!(updated.title, "write docs");
+        assert_eq!(db.list(10, 0).await.expect("list"), vec![updated.clone()]);
+        assert!(db.delete(task.id).await.expect("delete"));
+        assert!(db.get(task.id).await.expect("get").is_none());
+        assert!(db.update(task.id, Some("x".into()), None).await.expect("update").is_none());
+        // Opening again migrates nothing and keeps the data layout.
+        let _again = Database::open(&path, &mut Registry::default()).expect("reopen");
+        let text = vigie_telemetry::exposition::render(&registry, vigie_telemetry::exposition::Format::PrometheusText)
+            .expect("render");
+        assert!(text.contains("vigie_db_query_duration_seconds_count{operation=\"insert\"} 1"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,205 @@
+//! Starts real `vigie` processes on 127.0.0.1 port 0 and reads their JSON
+//! log lines; every process is killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest wait for a process to print its `listening` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn vigie_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigie")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vigie-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `vigie` process with its captured stdout lines.
+pub struct Proc {
+    child: Child,
+    /// Address of the listener logged as `listener="public"`.
+    pub addr: SocketAddr,
+    /// Address of the listener logged as `listener="admin"`, if any.
+    pub admin_addr: Option<SocketAddr>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `vigie <args>` with `envs` and waits for its listeners.
+    pub fn start(args: &[&str], envs: &[(&str, &str)], listeners: &[&str]) -> Proc {
+        let mut command = Command::new(vigie_bin());
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn vigie");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("{line}");
+                }
+                sink.lock().expect("lines lock").push(line);
+            }
+        });
+        let mut proc = Proc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), admin_addr: None, lines };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let found: Vec<(String, SocketAddr)> = proc
+                .logs()
+                .iter()
+                .filter(|l| l["msg"] == "listening")
+                .filter_map(|l| Some((l["listener"].as_str()?.to_owned(), l["addr"].as_str()?.parse().ok()?)))
+                .collect();
+            if listeners.iter().all(|want| found.iter().any(|(name, _)| name == want)) {
+                for (name, addr) in found {
+                    match name.as_str() {
+                        "public" => proc.addr = addr,
+                        "admin" => proc.admin_addr = Some(addr),
+                        _ => {}
+                    }
+                }
+                return proc;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("vigie {args:?} exited with {status} before listening; output:\n{}", proc.raw_output());
+            }
+            assert!(Instant::now() < deadline, "vigie {args:?} did not listen within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a backend of `color` on a free port with the given database.
+    pub fn backend(color: &str, database: &Path, extra: &[&str]) -> Proc {
+        let db = database.to_str().expect("utf-8 path");
+        let mut args = vec!["backend", "--color", color, "--listen", "127.0.0.1:0", "--database", db];
+        args.extend_from_slice(extra);
+        Proc::start(&args, &[], &["public"])
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr.expect("process has an admin listener"), path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn raw_output(&self) -> String {
+        self.lines.lock().expect("lines lock").join("\n")
+    }
+
+    /// Every stdout line parsed as JSON; a line that is not JSON fails the test.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .expect("lines lock")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Sends SIGTERM (through kill(1): no unsafe code needed).
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for exit, failing the test after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Give the reader thread a moment to take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client that never waits forever.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build client")
+}
+
+/// Finds an installed program or fails with how to install it.
+pub fn require_program(name: &str, debian_package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not installed; install it with `apt-get install -y {debian_package}` (the CI script .ci/run does this)")
+    })
+}
+
+/// Polls `check` every 50 ms until it returns Some, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
