@@ -36,11 +36,17 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open database {path}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("database migration failed")]
     Migrate(#[source] rusqlite::Error),
     #[error("{operation} query failed")]
-    Query { operation: &'static str, source: rusqlite::Error },
+    Query {
+        operation: &'static str,
+        source: rusqlite::Error,
+    },
     #[error("database worker failed")]
     Worker(#[from] tokio::task::JoinError),
 }
@@ -74,12 +80,17 @@ pub struct Database {
 impl Database {
     /// Opens (creating if needed) and migrates the database.
     pub fn open(path: &Path, registry: &mut Registry) -> Result<Self, DbError> {
-        let open_err = |source| DbError::Open { path: path.display().to_string(), source };
+        let open_err = |source| DbError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
         // FULL: a committed task survives a power cut, not only a crash.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
         migrate(&mut conn).map_err(DbError::Migrate)?;
 
         let metrics = DbMetrics {
@@ -92,8 +103,15 @@ impl Database {
             Unit::Seconds,
             metrics.duration.clone(),
         );
-        registry.register("vigie_db_errors", "Failed database queries by operation", metrics.errors.clone());
-        Ok(Database { conn: Arc::new(Mutex::new(conn)), metrics })
+        registry.register(
+            "vigie_db_errors",
+            "Failed database queries by operation",
+            metrics.errors.clone(),
+        );
+        Ok(Database {
+            conn: Arc::new(Mutex::new(conn)),
+            metrics,
+        })
     }
 
     /// Runs `query` on a blocking thread, timed and counted under `operation`.
@@ -111,7 +129,10 @@ impl Database {
         })
         .await?;
         let label = OperationLabel { operation };
-        self.metrics.duration.get_or_create(&label).observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .get_or_create(&label)
+            .observe(start.elapsed().as_secs_f64());
         result.map_err(|source| {
             self.metrics.errors.get_or_create(&label).inc();
             DbError::Query { operation, source }
@@ -119,7 +140,8 @@ impl Database {
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.call("ping", |c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.call("ping", |c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     pub async fn list(&self, limit: u32, offset: u32) -> Result<Vec<Task>, DbError> {
@@ -159,7 +181,12 @@ impl Database {
         .await
     }
 
-    pub async fn update(&self, id: i64, title: Option<String>, done: Option<bool>) -> Result<Option<Task>, DbError> {
+    pub async fn update(
+        &self,
+        id: i64,
+        title: Option<String>,
+        done: Option<bool>,
+    ) -> Result<Option<Task>, DbError> {
         self.call("update", move |c| {
             c.query_row(
                 &format!(
@@ -176,7 +203,10 @@ impl Database {
 
     /// Returns whether a task was deleted.
     pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
-        self.call("delete", move |c| Ok(c.execute("DELETE FROM tasks WHERE id = ?1", [id])? > 0)).await
+        self.call("delete", move |c| {
+            Ok(c.execute("DELETE FROM tasks WHERE id = ?1", [id])? > 0)
+        })
+        .await
     }
 }
 
@@ -217,18 +247,32 @@ mod tests {
         let task = db.create("write docs".into()).await.expect("create");
         assert_eq!(task.title, "write docs");
         assert!(!task.done);
-        let updated = db.update(task.id, None, Some(true)).await.expect("update").expect("exists");
+        let updated = db
+            .update(task.id, None, Some(true))
+            .await
+            .expect("update")
+            .expect("exists");
         assert!(updated.done);
         assert_eq!(updated.title, "write docs");
         assert_eq!(db.list(10, 0).await.expect("list"), vec![updated.clone()]);
         assert!(db.delete(task.id).await.expect("delete"));
         assert!(db.get(task.id).await.expect("get").is_none());
-        assert!(db.update(task.id, Some("x".into()), None).await.expect("update").is_none());
+        assert!(db
+            .update(task.id, Some("x".into()), None)
+            .await
+            .expect("update")
+            .is_none());
         // Opening again migrates nothing and keeps the data layout.
         let _again = Database::open(&path, &mut Registry::default()).expect("reopen");
-        let text = vigie_telemetry::exposition::render(&registry, vigie_telemetry::exposition::Format::PrometheusText)
-            .expect("render");
-        assert!(text.contains("vigie_db_query_duration_seconds_count{operation=\"insert\"} 1"), "{text}");
+        let text = vigie_telemetry::exposition::render(
+            &registry,
+            vigie_telemetry::exposition::Format::PrometheusText,
+        )
+        .expect("render");
+        assert!(
+            text.contains("vigie_db_query_duration_seconds_count{operation=\"insert\"} 1"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,7 +81,11 @@ pub struct AppState {
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let log_guard = logging::init(
         &config.log_level,
-        vec![("service", SERVICE.to_owned()), ("color", config.color.to_string()), ("version", VERSION.to_owned())],
+        vec![
+            ("service", SERVICE.to_owned()),
+            ("color", config.color.to_string()),
+            ("version", VERSION.to_owned()),
+        ],
         std::io::stdout(),
     )
     .map_err(anyhow::Error::msg)?;
@@ -109,10 +113,21 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let db_path = config.database.clone();
     let db = Database::open(&db_path, &mut registry)
         .with_context(|| format!("cannot use database {}", db_path.display()))?;
-    let state = AppState { color: config.color, db, draining: Arc::new(AtomicBool::new(false)) };
-    let faults = Faults { error_rate: config.fault_error_rate, latency: Duration::from_millis(config.fault_latency_ms) };
+    let state = AppState {
+        color: config.color,
+        db,
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    let faults = Faults {
+        error_rate: config.fault_error_rate,
+        latency: Duration::from_millis(config.fault_latency_ms),
+    };
     if faults.enabled() {
-        tracing::warn!(error_rate = faults.error_rate, latency_ms = config.fault_latency_ms, "fault injection is on");
+        tracing::warn!(
+            error_rate = faults.error_rate,
+            latency_ms = config.fault_latency_ms,
+            "fault injection is on"
+        );
     }
     let app = app(state.clone(), Arc::new(registry), http_metrics, faults);
 
@@ -130,12 +145,17 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         async move {
             shutdown::signal().await;
             draining.store(true, Ordering::Release);
-            tracing::info!(delay_ms = delay.as_millis() as u64, "readiness now 503; closing listener after the delay");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "readiness now 503; closing listener after the delay"
+            );
             tokio::time::sleep(delay).await;
             drain_started.notify_one();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(on_signal).into_future();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(on_signal)
+        .into_future();
     let drain_deadline = async {
         drain_started.notified().await;
         tokio::time::sleep(config.drain_timeout).await;
@@ -155,14 +175,20 @@ pub fn routes(state: AppState, registry: Arc<Registry>, faults: Faults) -> Route
     let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/tasks", get(tasks::list).post(tasks::create))
-        .route("/api/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
+        .route(
+            "/api/tasks/{id}",
+            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+        )
         .route_layer(middleware::from_fn_with_state(faults, fault::inject));
     Router::new()
         .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .with_state(state)
-        .route("/metrics", get(exposition::metrics_handler).with_state(registry))
+        .route(
+            "/metrics",
+            get(exposition::metrics_handler).with_state(registry),
+        )
 }
 
 /// Adds body limit, panic recovery, metrics, request log and request ids.
@@ -172,11 +198,19 @@ pub fn instrument(routes: Router, http_metrics: HttpMetrics) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(http_metrics, vigie_telemetry::http::track))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            vigie_telemetry::http::track,
+        ))
         .layer(middleware::from_fn(request_id::propagate))
 }
 
-pub fn app(state: AppState, registry: Arc<Registry>, http_metrics: HttpMetrics, faults: Faults) -> Router {
+pub fn app(
+    state: AppState,
+    registry: Arc<Registry>,
+    http_metrics: HttpMetrics,
+    faults: Faults,
+) -> Router {
     instrument(routes(state, registry, faults), http_metrics)
 }
 
@@ -191,7 +225,11 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
 }
 
 #[cfg(test)]
@@ -207,22 +245,35 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
         let db = Database::open(&dir.join("p.db"), &mut registry).expect("db");
-        let state = AppState { color: Color::Blue, db, draining: Arc::new(AtomicBool::new(false)) };
+        let state = AppState {
+            color: Color::Blue,
+            db,
+            draining: Arc::new(AtomicBool::new(false)),
+        };
         let registry = Arc::new(registry);
-        let routes = routes(state, Arc::clone(&registry), Faults::default())
-            .route("/api/boom", get(|| async { panic!("boom") as &'static str }));
+        let routes = routes(state, Arc::clone(&registry), Faults::default()).route(
+            "/api/boom",
+            get(|| async { panic!("boom") as &'static str }),
+        );
         let app = instrument(routes, metrics);
         for _ in 0..2 {
             let response = app
                 .clone()
-                .oneshot(http::Request::get("/api/boom").body(Body::empty()).expect("request"))
+                .oneshot(
+                    http::Request::get("/api/boom")
+                        .body(Body::empty())
+                        .expect("request"),
+                )
                 .await
                 .expect("infallible");
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
-        let text = exposition::render(&registry, exposition::Format::PrometheusText).expect("render");
+        let text =
+            exposition::render(&registry, exposition::Format::PrometheusText).expect("render");
         assert!(
-            text.contains("http_requests_total{method=\"GET\",route=\"/api/boom\",status=\"500\"} 2"),
+            text.contains(
+                "http_requests_total{method=\"GET\",route=\"/api/boom\",status=\"500\"} 2"
+            ),
             "{text}"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -20,7 +20,11 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Base URL of the router (or a backend).
-    #[arg(long, env = "VIGIE_LOADGEN_TARGET", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "VIGIE_LOADGEN_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
     target: String,
     /// Requests per second.
     #[arg(long, env = "VIGIE_LOADGEN_RATE", default_value_t = 5.0, value_parser = parse_rate)]
@@ -36,18 +40,26 @@ pub struct Args {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if r > 0.0 && r <= 10_000.0 => Ok(r),
-        _ => Err(format!("invalid rate {text:?} (requests per second, 0 < rate <= 10000)")),
+        _ => Err(format!(
+            "invalid rate {text:?} (requests per second, 0 < rate <= 10000)"
+        )),
     }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = logging::init(
         &args.log_level,
-        vec![("service", "vigie-loadgen".into()), ("version", crate::VERSION.into())],
+        vec![
+            ("service", "vigie-loadgen".into()),
+            ("version", crate::VERSION.into()),
+        ],
         std::io::stdout(),
     )
     .map_err(anyhow::Error::msg)?;
-    let base: hyper::Uri = args.target.parse().with_context(|| format!("invalid --target {:?}", args.target))?;
+    let base: hyper::Uri = args
+        .target
+        .parse()
+        .with_context(|| format!("invalid --target {:?}", args.target))?;
     let base = base.to_string().trim_end_matches('/').to_owned();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
@@ -77,14 +89,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match tokio::time::timeout(CALL_TIMEOUT, client.request(request)).await {
             Ok(Ok(response)) => {
                 let status = response.status();
-                let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 if method == "POST" && status.is_success() {
                     last_id = serde_json::from_slice::<serde_json::Value>(&bytes)
                         .ok()
                         .and_then(|v| v["id"].as_i64())
                         .or(last_id);
                 }
-                if status.is_server_error() { failed += 1 } else { ok += 1 }
+                if status.is_server_error() {
+                    failed += 1
+                } else {
+                    ok += 1
+                }
             }
             Ok(Err(e)) => {
                 failed += 1;
@@ -92,7 +113,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(_) => {
                 failed += 1;
-                tracing::warn!(path, timeout_ms = CALL_TIMEOUT.as_millis() as u64, "call timed out");
+                tracing::warn!(
+                    path,
+                    timeout_ms = CALL_TIMEOUT.as_millis() as u64,
+                    "call timed out"
+                );
             }
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
@@ -110,9 +135,17 @@ fn pick_call(last_id: Option<i64>) -> (&'static str, String, String) {
     match fastrand::u32(0..100) {
         0..=44 => ("GET", "/api/info".into(), String::new()),
         45..=64 => ("GET", "/api/tasks?limit=20".into(), String::new()),
-        65..=79 => ("POST", "/api/tasks".into(), format!(r#"{{"title":"load task {}"}}"#, fastrand::u32(..))),
+        65..=79 => (
+            "POST",
+            "/api/tasks".into(),
+            format!(r#"{{"title":"load task {}"}}"#, fastrand::u32(..)),
+        ),
         80..=89 => ("GET", format!("/api/tasks/{id}"), String::new()),
-        90..=95 => ("PATCH", format!("/api/tasks/{id}"), r#"{"done":true}"#.into()),
+        90..=95 => (
+            "PATCH",
+            format!("/api/tasks/{id}"),
+            r#"{"done":true}"#.into(),
+        ),
         _ => ("GET", "/api/does-not-exist".into(), String::new()),
     }
 }

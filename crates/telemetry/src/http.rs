@@ -53,14 +53,22 @@ impl HttpMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
         };
-        registry.register("http_requests", "HTTP requests served", metrics.requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            metrics.requests.clone(),
+        );
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request duration",
             prometheus_client::registry::Unit::Seconds,
             metrics.duration.clone(),
         );
-        registry.register("http_requests_in_flight", "HTTP requests being served", metrics.in_flight.clone());
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being served",
+            metrics.in_flight.clone(),
+        );
         metrics
     }
 
@@ -85,7 +93,11 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
-    let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
 
     metrics.in_flight.inc();
     // Decrements even if the client goes away and the future is dropped.
@@ -93,7 +105,11 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
     let response = next.run(request).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
-    let labels = HttpLabels { method, route, status: status.to_string() };
+    let labels = HttpLabels {
+        method,
+        route,
+        status: status.to_string(),
+    };
     metrics.observe(&labels, elapsed.as_secs_f64());
 
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;

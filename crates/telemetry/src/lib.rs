@@ -23,5 +23,9 @@ use prometheus_client::metrics::gauge::Gauge;
 pub fn build_info(registry: &mut Registry, labels: Vec<(String, String)>) {
     let family = Family::<Vec<(String, String)>, Gauge>::default();
     family.get_or_create(&labels).set(1);
-    registry.register("vigie_build_info", "Build information of this process, always 1", family);
+    registry.register(
+        "vigie_build_info",
+        "Build information of this process, always 1",
+        family,
+    );
 }

@@ -30,7 +30,6 @@ pub const QUEUE_LINES: usize = 65_536;
 const TIMESTAMP: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-
 /// Keeps the log writer thread alive; dropping it flushes every queued line.
 #[must_use = "dropping the guard stops the log writer"]
 #[derive(Debug)]
@@ -63,7 +62,9 @@ impl Collector for DroppedLines {
 
 /// Checks a `RUST_LOG`-style filter; a clap value parser.
 pub fn parse_filter(filter: &str) -> Result<String, String> {
-    EnvFilter::try_new(filter).map(|_| filter.to_owned()).map_err(|e| format!("invalid log filter {filter:?}: {e}"))
+    EnvFilter::try_new(filter)
+        .map(|_| filter.to_owned())
+        .map_err(|e| format!("invalid log filter {filter:?}: {e}"))
 }
 
 /// Installs the global JSON logger writing to `writer` (stdout in services).
@@ -73,19 +74,32 @@ pub fn init<W: Write + Send + 'static>(
     static_fields: Vec<(&'static str, String)>,
     writer: W,
 ) -> Result<LogGuard, String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
+    let filter =
+        EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
     let (non_blocking, worker) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("vigie-log-writer")
         .finish(writer);
     let dropped = non_blocking.error_counter();
-    let static_fields = static_fields.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
+    let static_fields = static_fields
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
     tracing_subscriber::registry()
-        .with(JsonLayer { writer: non_blocking, static_fields }.with_filter(filter))
+        .with(
+            JsonLayer {
+                writer: non_blocking,
+                static_fields,
+            }
+            .with_filter(filter),
+        )
         .try_init()
         .map_err(|e| format!("a logger is already installed: {e}"))?;
-    Ok(LogGuard { _worker: worker, dropped })
+    Ok(LogGuard {
+        _worker: worker,
+        dropped,
+    })
 }
 
 /// Formats each event as one JSON line.
@@ -96,7 +110,10 @@ pub struct JsonLayer<W> {
 
 impl<W> JsonLayer<W> {
     pub fn new(writer: W, static_fields: Vec<(String, Value)>) -> Self {
-        JsonLayer { writer, static_fields }
+        JsonLayer {
+            writer,
+            static_fields,
+        }
     }
 }
 
@@ -116,9 +133,14 @@ where
 pub fn format_event(event: &Event<'_>, static_fields: &[(String, Value)]) -> String {
     let meta = event.metadata();
     let mut object = Map::new();
-    let ts = time::OffsetDateTime::now_utc().format(TIMESTAMP).unwrap_or_default();
+    let ts = time::OffsetDateTime::now_utc()
+        .format(TIMESTAMP)
+        .unwrap_or_default();
     object.insert("ts".into(), Value::String(ts));
-    object.insert("level".into(), Value::String(meta.level().as_str().to_ascii_lowercase()));
+    object.insert(
+        "level".into(),
+        Value::String(meta.level().as_str().to_ascii_lowercase()),
+    );
     object.insert("msg".into(), Value::String(String::new()));
     object.insert("target".into(), Value::String(meta.target().to_owned()));
     for (key, value) in static_fields {
@@ -134,14 +156,23 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl JsonVisitor<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        let key = if field.name() == "message" { "msg" } else { field.name() };
+        let key = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         self.0.insert(key.to_owned(), value);
     }
 }
 
 impl Visit for JsonVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::Number::from_f64(value).map(Value::Number).unwrap_or(Value::Null));
+        self.put(
+            field,
+            serde_json::Number::from_f64(value)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+        );
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, Value::from(value));
@@ -181,7 +212,10 @@ mod tests {
 
     impl Write for Capture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -193,7 +227,10 @@ mod tests {
     fn writes_one_json_object_per_event_with_required_fields() {
         let capture = Capture::default();
         let sink = capture.clone();
-        let layer = JsonLayer::new(move || sink.clone(), vec![("color".into(), Value::from("blue"))]);
+        let layer = JsonLayer::new(
+            move || sink.clone(),
+            vec![("color".into(), Value::from("blue"))],
+        );
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "http", status = 201u64, route = "/api/tasks", "request");
@@ -201,7 +238,10 @@ mod tests {
         });
         let bytes = capture.0.lock().expect("lock").clone();
         let text = String::from_utf8(bytes).expect("utf8");
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["msg"], "request");
         assert_eq!(lines[0]["level"], "info");

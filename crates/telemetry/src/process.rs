@@ -68,9 +68,15 @@ fn status_kib(status: &str, key: &str) -> Option<f64> {
 }
 
 fn max_open_files(limits: &str) -> Option<f64> {
-    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
     let soft = line.split_whitespace().next()?;
-    Some(if soft == "unlimited" { f64::INFINITY } else { soft.parse().ok()? })
+    Some(if soft == "unlimited" {
+        f64::INFINITY
+    } else {
+        soft.parse().ok()?
+    })
 }
 
 impl Collector for ProcessCollector {
@@ -86,15 +92,45 @@ impl Collector for ProcessCollector {
             cpu.metric_type(),
         )?)?;
         let gauges = [
-            ("process_resident_memory", "Resident memory size in bytes.", Some(Unit::Bytes), stats.resident_memory_bytes),
-            ("process_virtual_memory", "Virtual memory size in bytes.", Some(Unit::Bytes), stats.virtual_memory_bytes),
-            ("process_open_fds", "Number of open file descriptors.", None, stats.open_fds),
-            ("process_max_fds", "Maximum number of open file descriptors.", None, stats.max_fds),
-            ("process_start_time", "Start time of the process since unix epoch in seconds.", Some(Unit::Seconds), stats.start_time_seconds),
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(Unit::Bytes),
+                stats.resident_memory_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(Unit::Bytes),
+                stats.virtual_memory_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                None,
+                stats.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                None,
+                stats.max_fds,
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds.",
+                Some(Unit::Seconds),
+                stats.start_time_seconds,
+            ),
         ];
         for (name, help, unit, value) in gauges {
             let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?)?;
+            gauge.encode(encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                gauge.metric_type(),
+            )?)?;
         }
         Ok(())
     }
@@ -122,6 +158,9 @@ mod tests {
     fn parses_unlimited_and_numeric_fd_limits() {
         let limits = "Limit Soft Limit Hard Limit Units\nMax open files            1024                 524288               files\n";
         assert_eq!(max_open_files(limits), Some(1024.0));
-        assert_eq!(max_open_files("Max open files unlimited unlimited files"), Some(f64::INFINITY));
+        assert_eq!(
+            max_open_files("Max open files unlimited unlimited files"),
+            Some(f64::INFINITY)
+        );
     }
 }

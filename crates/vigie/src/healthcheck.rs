@@ -18,7 +18,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let uri: hyper::Uri = args.url.parse().with_context(|| format!("invalid URL {:?}", args.url))?;
+    let uri: hyper::Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("invalid URL {:?}", args.url))?;
     if uri.scheme_str() != Some("http") {
         bail!("only http:// URLs are supported, got {:?}", args.url);
     }

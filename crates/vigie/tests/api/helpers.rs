@@ -61,7 +61,11 @@ impl Proc {
     /// Starts `vigie <args>` with `envs` and waits for its listeners.
     pub fn start(args: &[&str], envs: &[(&str, &str)], listeners: &[&str]) -> Proc {
         let mut command = Command::new(vigie_bin());
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
         for (k, v) in envs {
             command.env(k, v);
         }
@@ -78,16 +82,29 @@ impl Proc {
                 sink.lock().expect("lines lock").push(line);
             }
         });
-        let mut proc = Proc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), admin_addr: None, lines };
+        let mut proc = Proc {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
+            lines,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let found: Vec<(String, SocketAddr)> = proc
                 .logs()
                 .iter()
                 .filter(|l| l["msg"] == "listening")
-                .filter_map(|l| Some((l["listener"].as_str()?.to_owned(), l["addr"].as_str()?.parse().ok()?)))
+                .filter_map(|l| {
+                    Some((
+                        l["listener"].as_str()?.to_owned(),
+                        l["addr"].as_str()?.parse().ok()?,
+                    ))
+                })
                 .collect();
-            if listeners.iter().all(|want| found.iter().any(|(name, _)| name == want)) {
+            if listeners
+                .iter()
+                .all(|want| found.iter().any(|(name, _)| name == want))
+            {
                 for (name, addr) in found {
                     match name.as_str() {
                         "public" => proc.addr = addr,
@@ -98,9 +115,15 @@ impl Proc {
                 return proc;
             }
             if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("vigie {args:?} exited with {status} before listening; output:\n{}", proc.raw_output());
+                panic!(
+                    "vigie {args:?} exited with {status} before listening; output:\n{}",
+                    proc.raw_output()
+                );
             }
-            assert!(Instant::now() < deadline, "vigie {args:?} did not listen within {START_TIMEOUT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "vigie {args:?} did not listen within {START_TIMEOUT:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -108,7 +131,15 @@ impl Proc {
     /// Starts a backend of `color` on a free port with the given database.
     pub fn backend(color: &str, database: &Path, extra: &[&str]) -> Proc {
         let db = database.to_str().expect("utf-8 path");
-        let mut args = vec!["backend", "--color", color, "--listen", "127.0.0.1:0", "--database", db];
+        let mut args = vec![
+            "backend",
+            "--color",
+            color,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db,
+        ];
         args.extend_from_slice(extra);
         Proc::start(&args, &[], &["public"])
     }
@@ -118,7 +149,11 @@ impl Proc {
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.admin_addr.expect("process has an admin listener"), path)
+        format!(
+            "http://{}{}",
+            self.admin_addr.expect("process has an admin listener"),
+            path
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -135,13 +170,19 @@ impl Proc {
             .lock()
             .expect("lines lock")
             .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
     /// Sends SIGTERM (through kill(1): no unsafe code needed).
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
     }
 
@@ -159,7 +200,10 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(100));
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -181,8 +225,11 @@ pub fn client() -> reqwest::Client {
 
 /// Finds an installed program or fails with how to install it.
 pub fn require_program(name: &str, debian_package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
     found.unwrap_or_else(|| {
         panic!("`{name}` is not installed; install it with `apt-get install -y {debian_package}` (the CI script .ci/run does this)")
     })
@@ -199,7 +246,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
