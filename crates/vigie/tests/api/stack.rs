@@ -1,0 +1,292 @@
+//! The stack's Grafana dashboards: structure, and — end to end with the real
+//! Prometheus on the stack's own configuration — that every Prometheus panel
+//! query returns data after traffic and a switch.
+//!
+//! Loki cannot run on the test machines: its panel queries are checked only
+//! when `VIGIE_TEST_LOKI_URL` names a Loki that receives the stack's logs;
+//! otherwise they are listed as not checked, never silently passed.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{client, free_port, require_program, Proc, TempDir};
+
+use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every dashboard JSON file with its parsed content.
+fn dashboards() -> Vec<(String, Value)> {
+    let dir = repo().join("stack/grafana/dashboards");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).expect("read dashboard");
+            let value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: invalid JSON: {err}", e.path().display()));
+            (e.file_name().to_string_lossy().into_owned(), value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 4, "expected the four dashboards, found {}", out.len());
+    out
+}
+
+/// The `uid:` values of the provisioned data sources.
+fn provisioned_datasource_uids() -> HashSet<String> {
+    let path = repo().join("stack/grafana/provisioning/datasources/datasources.yaml");
+    let text = std::fs::read_to_string(&path).expect("read datasources.yaml");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("uid:"))
+        .map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
+        .collect()
+}
+
+/// Panels, rows unfolded.
+fn panels(dashboard: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            out.extend(panel["panels"].as_array().into_iter().flatten().cloned());
+        } else {
+            out.push(panel.clone());
+        }
+    }
+    out
+}
+
+/// A panel's queries: (datasource uid, expression).
+fn queries(panel: &Value) -> Vec<(String, String)> {
+    let panel_uid = panel["datasource"]["uid"].as_str().unwrap_or_default();
+    panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let uid = t["datasource"]["uid"].as_str().unwrap_or(panel_uid).to_owned();
+            let expr = t["expr"].as_str().or_else(|| t["query"].as_str()).unwrap_or_default().to_owned();
+            (uid, expr)
+        })
+        .collect()
+}
+
+#[test]
+fn dashboards_name_provisioned_datasources_and_every_panel_has_a_query() {
+    let uids = provisioned_datasource_uids();
+    for required in ["prometheus", "loki", "alertmanager"] {
+        assert!(uids.contains(required), "datasource uid {required} is not provisioned: {uids:?}");
+    }
+    let mut dashboard_uids = HashSet::new();
+    for (file, dashboard) in dashboards() {
+        let uid = dashboard["uid"].as_str().unwrap_or_else(|| panic!("{file}: no uid"));
+        assert!(dashboard_uids.insert(uid.to_owned()), "{file}: duplicate dashboard uid {uid}");
+        assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()), "{file}: no title");
+        let mut ids = HashSet::new();
+        let panels = panels(&dashboard);
+        assert!(!panels.is_empty(), "{file}: no panels");
+        for panel in &panels {
+            let title = panel["title"].as_str().unwrap_or("?");
+            if panel["type"] == "text" {
+                continue;
+            }
+            let id = panel["id"].as_u64().unwrap_or_else(|| panic!("{file}: panel {title:?} has no id"));
+            assert!(ids.insert(id), "{file}: duplicate panel id {id}");
+            let queries = queries(panel);
+            assert!(!queries.is_empty(), "{file}: panel {title:?} has no query");
+            for (ds, expr) in queries {
+                assert!(uids.contains(&ds), "{file}: panel {title:?} names datasource {ds:?}, not provisioned");
+                assert!(!expr.trim().is_empty(), "{file}: panel {title:?} has an empty query");
+            }
+        }
+        for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+            if variable["type"] == "query" {
+                let ds = variable["datasource"]["uid"].as_str().unwrap_or_default();
+                assert!(uids.contains(ds), "{file}: variable {} names datasource {ds:?}", variable["name"]);
+            }
+        }
+    }
+}
+
+/// Fills in Grafana's variables the way the dashboards use them: every
+/// `$var` selects all of its values.
+fn fill_variables(expr: &str) -> String {
+    let mut out = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m");
+    for var in ["$color", "$route", "$service", "$level", "$search"] {
+        let value = if var == "$search" { "" } else { ".+" };
+        out = out.replace(var, value);
+    }
+    out
+}
+
+/// Queries about components that cannot run on the test machines.
+fn needs_unavailable_component(expr: &str) -> bool {
+    ["loki_", "promtail_", "alloy_", "grafana_", "tempo_"].iter().any(|p| expr.contains(p))
+}
+
+/// Starts the real Alertmanager on a free port.
+struct Alertmanager(std::process::Child, String);
+
+impl Alertmanager {
+    async fn start(dir: &Path) -> Alertmanager {
+        let binary = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = std::process::Command::new(binary)
+            .arg(format!("--config.file={}", repo().join("stack/alertmanager/alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn alertmanager");
+        let am = Alertmanager(child, addr);
+        crate::helpers::eventually(Duration::from_secs(15), "alertmanager ready", || {
+            let url = format!("http://{}/-/ready", am.1);
+            async move { client().get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        am
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() {
+    let dir = TempDir::new("dashboards");
+    let db = dir.join("vigie.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    // Green fails a share of requests, so the error panels have data.
+    let green = Proc::backend("green", &db, &["--fault-error-rate", "0.2"]);
+    let config = copy_stack_config(&dir.join("prometheus"));
+    let targets_file = config.join("targets").join("backend.json");
+    let router = Proc::start(
+        &[
+            "router", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--blue", &blue.url(""), "--green", &green.url(""),
+            "--state-file", dir.join("state.json").to_str().expect("utf-8"),
+            "--targets-file", targets_file.to_str().expect("utf-8"),
+        ],
+        &[],
+        &["public", "admin"],
+    );
+    let alertmanager = Alertmanager::start(dir.path()).await;
+    set_static_target(&config, "router", &router.admin_addr.expect("admin").to_string());
+    set_static_target(&config, "alertmanager", &alertmanager.1);
+    let prometheus = Prometheus::start(&config).await;
+    // file_sd watches its files: Prometheus picks up its own address at once.
+    set_static_target(&config, "prometheus", &prometheus.addr);
+
+    // Steady traffic through the router for the whole test.
+    let public = router.url("");
+    let traffic = tokio::spawn(async move {
+        let http = client();
+        for i in 0..4000u32 {
+            let _ = http.get(format!("{public}/api/info")).send().await;
+            let _ = http.post(format!("{public}/api/tasks")).json(&json!({"title": format!("t{i}")})).send().await;
+            let _ = http.get(format!("{public}/api/tasks/{}", i / 2 + 1)).send().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // Both colors scraped before the switch, then traffic lands on green.
+    crate::helpers::eventually(Duration::from_secs(30), "both colors scraped", || {
+        let p = &prometheus;
+        async move { (p.query("up{job=\"backend\"} == 1").await.len() == 2).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let switched = client()
+        .post(router.admin_url("/switch"))
+        .json(&json!({"to": "green"}))
+        .send()
+        .await
+        .expect("switch");
+    assert!(switched.status().is_success(), "switch failed: {}", switched.text().await.unwrap_or_default());
+
+    let mut checked = BTreeSet::new();
+    let mut not_checked = BTreeSet::new();
+    let mut expressions = Vec::new();
+    for (file, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            for (ds, expr) in queries(&panel) {
+                let title = format!("{file} / {}", panel["title"].as_str().unwrap_or("?"));
+                if ds == "prometheus" && !needs_unavailable_component(&expr) {
+                    expressions.push((title, fill_variables(&expr)));
+                } else {
+                    not_checked.insert(format!("{title} [{ds}]: {expr}"));
+                }
+            }
+        }
+        // Annotations mark events (a refused switch may never happen), so
+        // they must be valid queries, not necessarily return data.
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+            if annotation["datasource"]["uid"] == "prometheus" {
+                if let Some(expr) = annotation["expr"].as_str() {
+                    prometheus.query(&fill_variables(expr)).await;
+                }
+            }
+        }
+    }
+    assert!(expressions.len() >= 20, "only {} Prometheus queries found", expressions.len());
+    for (title, expr) in &expressions {
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        while prometheus.query(expr).await.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no data for {title}: {expr}\nprometheus log:\n{}",
+                prometheus.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        checked.insert(title.clone());
+    }
+    traffic.abort();
+
+    match std::env::var("VIGIE_TEST_LOKI_URL") {
+        Ok(loki) => check_loki_queries(&loki).await,
+        Err(_) => eprintln!(
+            "checked {} Prometheus queries; not checked here (no Loki/Promtail on this machine, set VIGIE_TEST_LOKI_URL to check the Loki ones):\n  {}",
+            checked.len(),
+            not_checked.into_iter().collect::<Vec<_>>().join("\n  ")
+        ),
+    }
+}
+
+/// With a Loki that receives the stack's logs: every Loki panel query
+/// answers with data over the last 15 minutes.
+async fn check_loki_queries(loki: &str) {
+    for (file, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            for (ds, expr) in queries(&panel) {
+                if ds != "loki" {
+                    continue;
+                }
+                let expr = fill_variables(&expr).replace("request_id = \"$request_id\"", "request_id != \"\"");
+                let response = client()
+                    .get(format!("{loki}/loki/api/v1/query_range"))
+                    .query(&[("query", expr.as_str()), ("since", "15m")])
+                    .send()
+                    .await
+                    .expect("loki query");
+                let body: Value = response.json().await.expect("loki JSON");
+                assert_eq!(body["status"], "success", "{file}: {expr}: {body}");
+                let result = body["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
+                assert!(result > 0, "{file} / {}: no data for {expr}", panel["title"]);
+            }
+        }
+    }
+}
