@@ -15,7 +15,7 @@ RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p vigie \
     && cp target/x86_64-unknown-linux-musl/release/vigie /vigie
 # State directories, owned by the runtime user so fresh named volumes
 # mounted over them start writable by it.
-RUN mkdir -p /rootfs/data /rootfs/var/lib/vigie/router /rootfs/var/lib/vigie/targets /rootfs/etc \
+RUN mkdir -p /rootfs/data /rootfs/var/lib/vigie/router /rootfs/var/lib/vigie/targets /rootfs/var/lib/vigie/secrets /rootfs/etc \
     && echo 'vigie:x:65532:65532:vigie:/data:/sbin/nologin' > /rootfs/etc/passwd \
     && echo 'vigie:x:65532:' > /rootfs/etc/group \
     && chown -R 65532:65532 /rootfs/data /rootfs/var/lib/vigie

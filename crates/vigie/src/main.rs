@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod healthcheck;
+mod secret;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Healthcheck(healthcheck::Args),
     /// Send a steady, small mix of API traffic so dashboards have data.
     Loadgen(vigie_backend::loadgen::Args),
+    /// Create a secret file (e.g. Grafana's admin password) unless it exists.
+    Secret(secret::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Status(args) => vigie_router::cli::status(args).await,
             Command::Healthcheck(args) => healthcheck::run(args).await,
             Command::Loadgen(args) => vigie_backend::loadgen::run(args).await,
+            Command::Secret(args) => secret::run(args).await,
         }
     });
     match result {
