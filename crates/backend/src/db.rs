@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use vigie_telemetry::traces::Traces;
 
 /// How long a writer waits for the other color's transaction to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,11 +78,12 @@ struct DbMetrics {
 pub struct Database {
     conn: Arc<Mutex<Connection>>,
     metrics: DbMetrics,
+    traces: Traces,
 }
 
 impl Database {
     /// Opens (creating if needed) and migrates the database.
-    pub fn open(path: &Path, registry: &mut Registry) -> Result<Self, DbError> {
+    pub fn open(path: &Path, registry: &mut Registry, traces: Traces) -> Result<Self, DbError> {
         let open_err = |source| DbError::Open {
             path: path.display().to_string(),
             source,
@@ -111,16 +115,38 @@ impl Database {
         Ok(Database {
             conn: Arc::new(Mutex::new(conn)),
             metrics,
+            traces,
         })
     }
 
-    /// Runs `query` on a blocking thread, timed and counted under `operation`.
+    /// A client span for the query when the current request is sampled.
+    fn query_span(&self, operation: &'static str) -> Option<Context> {
+        let tracer = self.traces.tracer()?;
+        let parent = Context::current();
+        if !parent.span().span_context().is_sampled() {
+            return None;
+        }
+        let span = tracer
+            .span_builder(format!("{operation} tasks"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("db.system", "sqlite"),
+                KeyValue::new("db.system.name", "sqlite"),
+                KeyValue::new("db.operation.name", operation),
+                KeyValue::new("db.collection.name", "tasks"),
+            ])
+            .start_with_context(tracer, &parent);
+        Some(parent.with_span(span))
+    }
+
+    /// Runs `query` on a blocking thread, timed, counted and traced under `operation`.
     async fn call<T, F>(&self, operation: &'static str, query: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let span = self.query_span(operation);
         let start = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock poisons it; the connection itself is still usable.
@@ -133,6 +159,12 @@ impl Database {
             .duration
             .get_or_create(&label)
             .observe(start.elapsed().as_secs_f64());
+        if let Some(cx) = span {
+            if let Err(e) = &result {
+                cx.span().set_status(Status::error(e.to_string()));
+            }
+            cx.span().end();
+        }
         result.map_err(|source| {
             self.metrics.errors.get_or_create(&label).inc();
             DbError::Query { operation, source }
@@ -243,7 +275,7 @@ mod tests {
         let path = dir.join("t.db");
         let _ = std::fs::remove_file(&path);
         let mut registry = Registry::default();
-        let db = Database::open(&path, &mut registry).expect("open");
+        let db = Database::open(&path, &mut registry, Traces::disabled()).expect("open");
         let task = db.create("write docs".into()).await.expect("create");
         assert_eq!(task.title, "write docs");
         assert!(!task.done);
@@ -263,7 +295,7 @@ mod tests {
             .expect("update")
             .is_none());
         // Opening again migrates nothing and keeps the data layout.
-        let _again = Database::open(&path, &mut Registry::default()).expect("reopen");
+        let _again = Database::open(&path, &mut Registry::default(), Traces::disabled()).expect("reopen");
         let text = vigie_telemetry::exposition::render(
             &registry,
             vigie_telemetry::exposition::Format::PrometheusText,

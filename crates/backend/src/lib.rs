@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 use vigie_telemetry::config::{parse_duration, parse_ratio};
-use vigie_telemetry::http::HttpMetrics;
+use vigie_telemetry::http::{HttpMetrics, HttpTelemetry};
+use vigie_telemetry::traces::Traces;
 use vigie_telemetry::{exposition, logging, process, request_id, shutdown, Color, Registry};
 
 use crate::db::Database;
@@ -110,8 +111,17 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             ("color".into(), config.color.to_string()),
         ],
     );
+    let traces = Traces::from_env(
+        SERVICE,
+        vec![
+            opentelemetry::KeyValue::new("service.version", VERSION),
+            opentelemetry::KeyValue::new("vigie.color", config.color.as_str()),
+        ],
+        &mut registry,
+    )
+    .map_err(anyhow::Error::msg)?;
     let db_path = config.database.clone();
-    let db = Database::open(&db_path, &mut registry)
+    let db = Database::open(&db_path, &mut registry, traces.clone())
         .with_context(|| format!("cannot use database {}", db_path.display()))?;
     let state = AppState {
         color: config.color,
@@ -129,7 +139,8 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             "fault injection is on"
         );
     }
-    let app = app(state.clone(), Arc::new(registry), http_metrics, faults);
+    let telemetry = HttpTelemetry { metrics: http_metrics, traces: traces.clone() };
+    let app = app(state.clone(), Arc::new(registry), telemetry, faults);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -166,6 +177,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             tracing::warn!(timeout_ms = config.drain_timeout.as_millis() as u64, "drain timeout reached; exiting with requests in flight");
         }
     }
+    traces.shutdown();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -192,26 +204,23 @@ pub fn routes(state: AppState, registry: Arc<Registry>, faults: Faults) -> Route
 }
 
 /// Adds body limit, panic recovery, metrics, request log and request ids.
-pub fn instrument(routes: Router, http_metrics: HttpMetrics) -> Router {
+pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
     routes
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            vigie_telemetry::http::track,
-        ))
+        .layer(middleware::from_fn_with_state(telemetry, vigie_telemetry::http::track))
         .layer(middleware::from_fn(request_id::propagate))
 }
 
 pub fn app(
     state: AppState,
     registry: Arc<Registry>,
-    http_metrics: HttpMetrics,
+    telemetry: HttpTelemetry,
     faults: Faults,
 ) -> Router {
-    instrument(routes(state, registry, faults), http_metrics)
+    instrument(routes(state, registry, faults), telemetry)
 }
 
 async fn info(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
@@ -244,7 +253,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
-        let db = Database::open(&dir.join("p.db"), &mut registry).expect("db");
+        let db = Database::open(&dir.join("p.db"), &mut registry, Traces::disabled()).expect("db");
         let state = AppState {
             color: Color::Blue,
             db,
@@ -255,7 +264,7 @@ mod tests {
             "/api/boom",
             get(|| async { panic!("boom") as &'static str }),
         );
-        let app = instrument(routes, metrics);
+        let app = instrument(routes, HttpTelemetry { metrics, traces: Traces::disabled() });
         for _ in 0..2 {
             let response = app
                 .clone()

@@ -1,14 +1,197 @@
-//! Admin API clients (being written).
+//! `vigie switch` and `vigie status`: clients of the router's admin API for
+//! people (a short summary) and scripts (`--json`, exit status).
+//!
+//! Exit status: 0 when the switch happened or was not needed (already
+//! active), 1 when it was refused (the reason is printed), when the admin
+//! API could not be reached or answered an error, or when the switch
+//! happened but its state could not be saved.
+
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use vigie_telemetry::config::parse_duration;
+use vigie_telemetry::Color;
+
+use crate::config::AdminToken;
+
+/// Admin answers are small; a bigger one is not from our router.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 #[derive(clap::Args, Debug)]
-pub struct SwitchArgs {}
-#[derive(clap::Args, Debug)]
-pub struct StatusArgs {}
-
-pub async fn switch(_args: SwitchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub struct AdminArgs {
+    /// Base URL of the router's admin API.
+    #[arg(long = "admin", env = "VIGIE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    pub admin: String,
+    /// Print the admin API's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long (a switch waits for readiness checks and the drain).
+    #[arg(long, env = "VIGIE_ADMIN_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
-pub async fn status(_args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+#[derive(clap::Args, Debug)]
+pub struct SwitchArgs {
+    /// The color to make active.
+    #[arg(value_enum)]
+    pub to: Color,
+    /// Why, for the router's switch log line.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub common: AdminArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: AdminArgs,
+}
+
+/// One answer of the admin API.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+async fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Answer> {
+    let base = args.admin.trim_end_matches('/');
+    let url = format!("{base}{path}");
+    let uri: http::Uri = url.parse().with_context(|| format!("invalid --admin URL {:?}", args.admin))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--admin must be an http:// URL, got {:?}", args.admin);
+    }
+    let mut request = http::Request::builder().method(method).uri(uri);
+    if let Some(token) = AdminToken::from_env() {
+        request = request.header(AUTHORIZATION, format!("Bearer {}", token.0));
+    }
+    let payload = match body {
+        Some(body) => {
+            request = request.header(CONTENT_TYPE, "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = request.body(Full::new(payload)).context("cannot build the request (is the token valid header text?)")?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let exchange = async {
+        let response = client.request(request).await.with_context(|| format!("cannot reach the admin API at {base}"))?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the admin API's answer: {e}"))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the admin API at {base} answered {status} with a body that is not JSON"))?;
+        anyhow::Ok(Answer { status, body })
+    };
+    tokio::time::timeout(args.timeout, exchange)
+        .await
+        .with_context(|| format!("no answer from the admin API at {base} within {:?}", args.timeout))?
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("?")
+}
+
+fn number(value: &Value, key: &str) -> u64 {
+    value.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// An error answer (4xx/5xx other than a refused switch): message, exit 1.
+fn fail(answer: &Answer, json: bool) -> ExitCode {
+    if json {
+        println!("{}", answer.body);
+    }
+    let hint = if answer.status == StatusCode::UNAUTHORIZED { " (set VIGIE_ADMIN_TOKEN)" } else { "" };
+    eprintln!("error: the admin API answered {}: {}{hint}", answer.status, text(&answer.body, "message"));
+    ExitCode::FAILURE
+}
+
+pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
+    let mut request = json!({ "to": args.to });
+    if let Some(reason) = &args.reason {
+        request["reason"] = json!(reason);
+    }
+    let answer = call(&args.common, Method::POST, "/switch", Some(request)).await?;
+    let body = &answer.body;
+    if answer.status != StatusCode::OK && answer.status != StatusCode::CONFLICT {
+        return Ok(fail(&answer, args.common.json));
+    }
+    if args.common.json {
+        println!("{body}");
+    }
+    let errors: Vec<&str> = body.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    match text(body, "result") {
+        "noop" if answer.status == StatusCode::OK => {
+            if !args.common.json {
+                println!("{} is already active; nothing changed", text(body, "active"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "ok" if answer.status == StatusCode::OK => {
+            if !args.common.json {
+                println!(
+                    "switched {} -> {}: ready after {} checks in {} ms; {} in {} ms",
+                    text(body, "from"),
+                    text(body, "to"),
+                    number(body, "checks"),
+                    number(body, "check_ms"),
+                    if body.get("drained") == Some(&Value::Bool(true)) {
+                        "old color drained".to_owned()
+                    } else {
+                        format!("drain timeout with {} requests still in flight", number(body, "in_flight_left"))
+                    },
+                    number(body, "drain_ms"),
+                );
+            }
+            for error in &errors {
+                eprintln!("warning: {error}");
+            }
+            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        _ => {
+            eprintln!("switch refused: {}", text(body, "message"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let answer = call(&args.common, Method::GET, "/status", None).await?;
+    if answer.status != StatusCode::OK {
+        return Ok(fail(&answer, args.common.json));
+    }
+    let body = &answer.body;
+    if args.common.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("active: {} since {} (switches: {})", text(body, "active"), text(body, "since"), number(body, "switches"));
+    for color in Color::ALL {
+        let upstream = &body["upstreams"][color.as_str()];
+        let health = match upstream.get("healthy").and_then(Value::as_bool) {
+            Some(true) => "ready".to_owned(),
+            Some(false) => format!("NOT READY ({})", text(upstream, "error")),
+            None => "not checked yet".to_owned(),
+        };
+        println!(
+            "{:<6} {:<9} {}  in flight {}  {}",
+            color.as_str(),
+            text(upstream, "state"),
+            text(upstream, "url"),
+            number(upstream, "in_flight"),
+            health
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,13 +1,190 @@
-//! The blue/green router (being written).
+//! `vigie router`: the blue/green "service alias". A reverse proxy that
+//! sends every request to the active color, switches colors after
+//! health checks without dropping a request, keeps Prometheus' file_sd
+//! target in step with the active color, and remembers the color across
+//! restarts. `vigie switch` and `vigie status` ([`cli`]) drive it through
+//! its admin API.
+//!
+//! One concern per module: [`proxy`] (the public listener), [`upstream`]
+//! (a color's pool and in-flight count), [`routing`] (the active color),
+//! [`switch`] (health-checked switch and drain), [`health`], [`admin`],
+//! [`state_file`], [`targets`], [`metrics`], [`config`] (flags and every
+//! default timeout).
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
+pub mod admin;
+pub mod atomic_file;
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod state_file;
+pub mod switch;
+pub mod target;
+pub mod targets;
+pub mod upstream;
 
-#[derive(clap::Args, Debug)]
-pub struct Config {}
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
 
-pub async fn run(_config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the router is not built yet")
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use axum::Router;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use vigie_telemetry::{logging, process, shutdown, Color, Registry};
+
+pub use crate::config::Config;
+use crate::health::HealthCheck;
+use crate::metrics::RouterMetrics;
+use crate::proxy::Proxy;
+use crate::routing::Routing;
+use crate::state_file::{now_ms, rfc3339, StateFile};
+use crate::switch::Switcher;
+use crate::target::TargetState;
+use crate::targets::TargetsFile;
+use crate::upstream::Upstream;
+
+pub const SERVICE: &str = "vigie-router";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs `vigie router` until SIGTERM/SIGINT and the drain are over.
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let log_guard = logging::init(
+        &config.log_level,
+        vec![("service", SERVICE.to_owned()), ("version", VERSION.to_owned())],
+        std::io::stdout(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let result = serve(config, &log_guard).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "router stopped on an error");
+    }
+    drop(log_guard); // flushes every queued line before exit
+    result
+}
+
+/// The color to start on, from the state file: blue when there is none, and
+/// blue with an error logged when it cannot be read (see [`state_file`]).
+fn initial_state(state_file: &StateFile) -> (Color, OffsetDateTime, u64) {
+    let now = now_ms();
+    match state_file.load() {
+        Ok(Some(saved)) => {
+            tracing::info!(active = %saved.active, since = %rfc3339(saved.since), path = %state_file.path().display(), "state restored");
+            (saved.active, saved.since, saved.switches)
+        }
+        Ok(None) => {
+            tracing::info!(active = "blue", path = %state_file.path().display(), "no state file; starting on blue");
+            (Color::Blue, now, 0)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, active = "blue", "state file unusable; starting on blue (the next switch replaces the file)");
+            (Color::Blue, now, 0)
+        }
+    }
+}
+
+async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<ExitCode> {
+    let mut registry = Registry::default();
+    let metrics = RouterMetrics::register(&mut registry);
+    process::ProcessCollector::register(&mut registry);
+    log_guard.register_metrics(&mut registry);
+    vigie_telemetry::build_info(&mut registry, vec![("version".into(), VERSION.into()), ("role".into(), "router".into())]);
+
+    let state_file = StateFile::new(config.state_file.clone());
+    let (active, since, switches) = initial_state(&state_file);
+    let upstream = |color: Color, url: &upstream::UpstreamUrl| {
+        let state = if color == active { TargetState::Active } else { TargetState::Standby };
+        Arc::new(Upstream::new(color, url.clone(), config.connect_timeout, state, metrics.in_flight_gauge(color)))
+    };
+    let routing = Arc::new(Routing::new(
+        upstream(Color::Blue, &config.blue),
+        upstream(Color::Green, &config.green),
+        active,
+        since,
+        switches,
+    ));
+    metrics.set_active(active);
+    if switches > 0 {
+        metrics.set_last_switch(since.unix_timestamp_nanos() as f64 / 1e9);
+    }
+    let health_check = HealthCheck {
+        path: config.health_check_path.clone(),
+        interval: config.health_check_interval,
+        timeout: config.health_check_timeout,
+        successes: config.health_check_successes,
+    };
+    let switcher = Arc::new(Switcher::new(
+        Arc::clone(&routing),
+        metrics.clone(),
+        state_file,
+        TargetsFile::new(config.targets_file.clone(), !config.no_standby_target),
+        health_check.clone(),
+        config.deploy_timeout,
+        config.drain_timeout,
+    ));
+    // A missing targets file only blinds Prometheus; traffic matters more,
+    // so the router serves anyway (the error is logged and counted).
+    let _ = switcher.write_targets().await;
+    if config.admin_token.is_none() {
+        tracing::warn!(env = config::AdminToken::ENV, "no admin token set: anyone reaching the admin listener can switch colors");
+    }
+
+    let proxy = Arc::new(Proxy { routing: Arc::clone(&routing), metrics: metrics.clone(), request_timeout: config.request_timeout });
+    let public_app = Router::new().fallback(proxy::handle).with_state(proxy);
+    let admin_app = admin::app(admin::Admin { switcher, token: config.admin_token.clone() }, Arc::new(registry));
+
+    let public = bind(config.listen, "public").await?;
+    let admin = bind(config.admin_listen, "admin").await?;
+    tracing::info!(
+        active = %active, blue = %config.blue, green = %config.green,
+        targets_file = %config.targets_file.display(), "router started"
+    );
+    tokio::spawn(health::watch(Arc::clone(&routing), health_check, config.status_check_interval, metrics));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let public_server = axum::serve(
+        public.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        public_app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .into_future();
+    let admin_server = axum::serve(admin, admin_app).with_graceful_shutdown(stopped(stop_rx)).into_future();
+    let servers = async { tokio::try_join!(public_server, admin_server) };
+    tokio::pin!(servers);
+
+    tokio::select! {
+        result = &mut servers => { result.context("server failed")?; }
+        () = shutdown::signal() => {
+            let _ = stop_tx.send(true);
+            tracing::info!(timeout_ms = config.drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
+            if tokio::time::timeout(config.drain_timeout, &mut servers).await.is_err() {
+                tracing::warn!(
+                    in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
+                    "drain timeout reached; exiting with requests in flight"
+                );
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listener = name, addr = %local, "listening");
+    Ok(listener)
 }

@@ -11,14 +11,19 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::KeyValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::request_id::RequestId;
+use crate::traces::{self, TraceIds, Traces};
 
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -34,11 +39,18 @@ pub struct HttpLabels {
     pub status: String,
 }
 
-/// `http_requests_total`, `http_request_duration_seconds`, `http_requests_in_flight`.
+/// The exemplar label of a sampled request: its trace id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+/// `http_requests_total`, `http_request_duration_seconds` (with the trace id
+/// of sampled requests as exemplar), `http_requests_in_flight`.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     requests: Family<HttpLabels, Counter>,
-    duration: Family<HttpLabels, Histogram>,
+    duration: Family<HttpLabels, HistogramWithExemplars<TraceExemplar>>,
     in_flight: Gauge,
 }
 
@@ -46,11 +58,22 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+pub fn latency_histogram_with_exemplars() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
+}
+
+/// What [`track`] needs: the metrics and the process' tracing.
+#[derive(Clone, Debug)]
+pub struct HttpTelemetry {
+    pub metrics: HttpMetrics,
+    pub traces: Traces,
+}
+
 impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = HttpMetrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(latency_histogram),
+            duration: Family::new_with_constructor(latency_histogram_with_exemplars),
             in_flight: Gauge::default(),
         };
         registry.register(
@@ -72,9 +95,11 @@ impl HttpMetrics {
         metrics
     }
 
-    pub fn observe(&self, labels: &HttpLabels, seconds: f64) {
+    /// Counts and times one request; `trace` becomes the bucket's exemplar.
+    pub fn observe(&self, labels: &HttpLabels, seconds: f64, trace: Option<&TraceIds>) {
         self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(seconds);
+        let exemplar = trace.map(|t| TraceExemplar { trace_id: t.trace_id.clone() });
+        self.duration.get_or_create(labels).observe(seconds, exemplar, None);
     }
 }
 
@@ -83,8 +108,11 @@ fn is_probe(route: &str) -> bool {
     route == "/metrics" || route.starts_with("/health/")
 }
 
-/// axum middleware: counts, times and logs every request.
-pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+/// axum middleware: counts, times, traces and logs every request. With
+/// tracing on, the request runs inside an OpenTelemetry server span that
+/// continues an incoming W3C `traceparent`.
+pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, next: Next) -> Response {
+    let metrics = &telemetry.metrics;
     let start = Instant::now();
     let route = request
         .extensions()
@@ -102,15 +130,38 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
     metrics.in_flight.inc();
     // Decrements even if the client goes away and the future is dropped.
     let _in_flight = InFlightGuard(&metrics.in_flight);
-    let response = next.run(request).await;
+    let cx = telemetry.traces.tracer().map(|tracer| {
+        let parent = traces::extract(request.headers());
+        let span = tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.clone()),
+                KeyValue::new("http.route", route.clone()),
+                KeyValue::new("url.path", path.clone()),
+            ])
+            .start_with_context(tracer, &parent);
+        parent.with_span(span)
+    });
+    let response = match &cx {
+        Some(cx) => next.run(request).with_context(cx.clone()).await,
+        None => next.run(request).await,
+    };
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
-    let labels = HttpLabels {
-        method,
-        route,
-        status: status.to_string(),
-    };
-    metrics.observe(&labels, elapsed.as_secs_f64());
+    let ids = cx.as_ref().and_then(|cx| {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        if status >= 500 {
+            span.set_status(Status::error(format!("HTTP {status}")));
+        }
+        span.end();
+        traces::ids(cx)
+    });
+    let labels = HttpLabels { method, route, status: status.to_string() };
+    metrics.observe(&labels, elapsed.as_secs_f64(), ids.as_ref());
+    let trace_id = ids.as_ref().map(|i| i.trace_id.as_str());
+    let span_id = ids.as_ref().map(|i| i.span_id.as_str());
 
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     macro_rules! log_request {
@@ -119,6 +170,7 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
                 target: "http", $level,
                 method = %labels.method, route = %labels.route, path = %path,
                 status, duration_ms, request_id = %request_id,
+                trace_id, span_id,
                 "request"
             )
         };

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod process;
 pub mod request_id;
 pub mod shutdown;
+pub mod traces;
 
 pub use config::Color;
 pub use prometheus_client::registry::Registry;

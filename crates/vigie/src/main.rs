@@ -34,6 +34,8 @@ enum Command {
     Healthcheck(healthcheck::Args),
     /// Send a steady, small mix of API traffic so dashboards have data.
     Loadgen(vigie_backend::loadgen::Args),
+    /// Check the running stack: router, Prometheus, Loki, Grafana, Alertmanager.
+    Doctor(vigie_doctor::Args),
     /// Create a secret file (e.g. Grafana's admin password) unless it exists.
     Secret(secret::Args),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Status(args) => vigie_router::cli::status(args).await,
             Command::Healthcheck(args) => healthcheck::run(args).await,
             Command::Loadgen(args) => vigie_backend::loadgen::run(args).await,
+            Command::Doctor(args) => vigie_doctor::run(args).await,
             Command::Secret(args) => secret::run(args).await,
         }
     });

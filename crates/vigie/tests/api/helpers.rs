@@ -253,3 +253,97 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ---- router helpers -------------------------------------------------------
+
+/// The admin token the router tests run with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A free TCP port on 127.0.0.1 with nothing listening on it (the port is
+/// released before returning; nothing else in the test binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// `http://127.0.0.1:<port>` where nothing listens.
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+impl Proc {
+    /// Starts `vigie router` on free ports in front of `blue` and `green`,
+    /// with `<dir>/state.json`, `<dir>/targets/backend.json`, fast readiness
+    /// checks and [`ADMIN_TOKEN`]; a flag given in `extra` replaces its default.
+    pub fn router(blue: &str, green: &str, dir: &Path, extra: &[&str]) -> Proc {
+        let state = dir.join("state.json");
+        let targets = dir.join("targets").join("backend.json");
+        let defaults = [
+            ("--listen", "127.0.0.1:0"),
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--state-file", state.to_str().expect("utf-8 path")),
+            ("--targets-file", targets.to_str().expect("utf-8 path")),
+            ("--health-check-interval", "20ms"),
+            ("--deploy-timeout", "2s"),
+            ("--drain-timeout", "5s"),
+            ("--status-check-interval", "1s"),
+        ];
+        let mut args = vec!["router", "--blue", blue, "--green", green];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend_from_slice(extra);
+        Proc::start(&args, &[("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN)], &["public", "admin"])
+    }
+
+    /// `POST /switch {"to": color}` with the token: (status, JSON body).
+    pub async fn switch_to(&self, color: &str) -> (u16, Value) {
+        let response = client()
+            .post(self.admin_url("/switch"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "to": color }))
+            .send()
+            .await
+            .expect("POST /switch");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("switch answer is JSON"))
+    }
+
+    /// `GET /status` with the token.
+    pub async fn router_status(&self) -> Value {
+        let response = client().get(self.admin_url("/status")).bearer_auth(ADMIN_TOKEN).send().await.expect("GET /status");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("status is JSON")
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        client().get(self.admin_url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics text")
+    }
+
+    /// Runs `vigie <args>` against this router's admin API: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
+        let mut command = Command::new(vigie_bin());
+        command.args(args).env("VIGIE_ADMIN_URL", self.admin_url("")).env_remove("VIGIE_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.env("VIGIE_ADMIN_TOKEN", token);
+        }
+        let output = command.output().expect("run vigie cli");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// The value of the sample `name{labels}` (labels written exactly as
+/// exposed, e.g. `color="blue",status_class="2xx"`), if present.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}

@@ -2,4 +2,12 @@
 //! and talked to over HTTP.
 
 mod backend;
+mod doctor;
 mod helpers;
+mod otlp;
+mod prometheus;
+mod router;
+mod router_load;
+mod router_prometheus;
+mod stack;
+mod traces;

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Router overhead benchmark, in one run on loopback:
+#   GET /api/info straight to a backend, through `vigie router`, and through
+#   Debian's nginx configured as the same proxy (bench/nginx-router.conf);
+#   then through the router while it switches colors every 0.5 s.
+# Prints a table with req/s, p50, p99 and the ratios. Needs wrk and nginx
+# (apt-get install -y wrk nginx). Knobs: BENCH_DURATION (10s),
+# BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_PORT_BASE (18300),
+# BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD (use the last build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2}
+BASE=${BENCH_PORT_BASE:-18300}
+BLUE_PORT=$((BASE + 1)) GREEN_PORT=$((BASE + 2)) ROUTER_PORT=$((BASE + 3)) ADMIN_PORT=$((BASE + 4)) NGINX_PORT=$((BASE + 5))
+
+for tool in wrk nginx cargo; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install -y wrk nginx)" >&2; exit 1; }
+done
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    echo "bench: building the release binary..." >&2
+    cargo build --release -q -p vigie
+fi
+VIGIE=$PWD/target/release/vigie
+
+TMP=$(mktemp -d /tmp/vigie-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+wait_http() { # url
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench: $1 never answered" >&2
+    exit 1
+}
+
+# Every server logs one line per request, as in production, to a file.
+"$VIGIE" backend --color blue --listen "127.0.0.1:$BLUE_PORT" --database "$TMP/tasks.db" >"$TMP/blue.log" 2>&1 &
+PIDS+=($!)
+"$VIGIE" backend --color green --listen "127.0.0.1:$GREEN_PORT" --database "$TMP/tasks.db" >"$TMP/green.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$BLUE_PORT/health/ready"
+wait_http "http://127.0.0.1:$GREEN_PORT/health/ready"
+VIGIE_ADMIN_TOKEN=bench "$VIGIE" router --listen "127.0.0.1:$ROUTER_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --blue "http://127.0.0.1:$BLUE_PORT" --green "http://127.0.0.1:$GREEN_PORT" \
+    --state-file "$TMP/router/state.json" --targets-file "$TMP/targets/backend.json" ${BENCH_ROUTER_ARGS:-} >"$TMP/router.log" 2>&1 &
+PIDS+=($!)
+sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$BLUE_PORT|g" bench/nginx-router.conf >"$TMP/nginx.conf"
+nginx -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" -g 'daemon off;' &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$ROUTER_PORT/api/info"
+wait_http "http://127.0.0.1:$NGINX_PORT/api/info"
+
+# wrk's latency figure (e.g. 312.00us, 1.20ms, 2.00s) in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.3f", n }'
+}
+
+# run NAME URL: one warm-up, one measured wrk run; sets R_<NAME>, P50_<NAME>, P99_<NAME>.
+run() {
+    local name=$1 url=$2 out
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+    echo "$out" >"$TMP/wrk-$name.txt"
+    printf -v "R_$name" '%s' "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    printf -v "P50_$name" '%s' "$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    printf -v "P99_$name" '%s' "$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    printf -v "ERR_$name" '%s' "$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')"
+}
+
+echo "bench: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency GET /api/info (after a 2s warm-up each)" >&2
+run direct "http://127.0.0.1:$BLUE_PORT/api/info"
+run router "http://127.0.0.1:$ROUTER_PORT/api/info"
+run nginx "http://127.0.0.1:$NGINX_PORT/api/info"
+
+# The same load through the router while it switches every 0.5 s.
+SWITCHES_OK=0 SWITCHES_FAILED=0
+(
+    color=green ok=0 failed=0
+    end=$((SECONDS + ${DURATION%s}))
+    while [ "$SECONDS" -lt "$end" ]; do
+        sleep 0.5
+        if VIGIE_ADMIN_TOKEN=bench "$VIGIE" switch "$color" --admin "http://127.0.0.1:$ADMIN_PORT" >/dev/null; then
+            ok=$((ok + 1))
+        else
+            failed=$((failed + 1))
+        fi
+        [ "$color" = green ] && color=blue || color=green
+    done
+    echo "$ok $failed" >"$TMP/switches"
+) &
+SWITCHER=$!
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$ROUTER_PORT/api/info" >"$TMP/wrk-switching.txt"
+wait "$SWITCHER"
+read -r SWITCHES_OK SWITCHES_FAILED <"$TMP/switches"
+R_switching=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk-switching.txt")
+P50_switching=$(to_ms "$(awk '$1 == "50%" {print $2}' "$TMP/wrk-switching.txt")")
+P99_switching=$(to_ms "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-switching.txt")")
+NON2XX=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk-switching.txt")
+SOCKET=$(awk '/Socket errors/' "$TMP/wrk-switching.txt")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+
+echo
+echo "| path | req/s | p50 ms | p99 ms | req/s vs nginx | p99 added vs direct (ms) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for name in direct router nginx switching; do
+    r=R_$name p50=P50_$name p99=P99_$name
+    label=$name
+    [ "$name" = switching ] && label="router, switching every 0.5 s"
+    echo "| $label | ${!r} | ${!p50} | ${!p99} | $(ratio "${!r}" "$R_nginx") | $(added "${!p99}" "$P99_direct") |"
+done
+echo
+echo "router/nginx throughput: $(ratio "$R_router" "$R_nginx"); router/direct: $(ratio "$R_router" "$R_direct"); nginx/direct: $(ratio "$R_nginx" "$R_direct")"
+echo "p99 added by the router: $(added "$P99_router" "$P99_direct") ms; by nginx: $(added "$P99_nginx" "$P99_direct") ms"
+echo "errors (direct/router/nginx): [${ERR_direct:-none}] [${ERR_router:-none}] [${ERR_nginx:-none}]"
+echo "during switching: $SWITCHES_OK switches ok, $SWITCHES_FAILED refused; non-2xx responses: ${NON2XX:-0}; socket errors: ${SOCKET:-none}"
+if [ "${NON2XX:-0}" != 0 ] || [ -n "$SOCKET" ] || [ "$SWITCHES_FAILED" != 0 ]; then
+    echo "bench: requests or switches failed during switching" >&2
+    exit 1
+fi

@@ -1,0 +1,228 @@
+//! What a check is: its id, the component it looks at, and its outcome
+//! (status, what it saw, and on failure what to look at).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The service a check looks at; `--skip <component>` skips all its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Router,
+    Prometheus,
+    Loki,
+    Grafana,
+    Alertmanager,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] =
+        [Component::Router, Component::Prometheus, Component::Loki, Component::Grafana, Component::Alertmanager];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Router => "router",
+            Component::Prometheus => "prometheus",
+            Component::Loki => "loki",
+            Component::Grafana => "grafana",
+            Component::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// Every check the doctor runs, in the order of its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckId {
+    RouterActive,
+    PrometheusTargets,
+    PrometheusRules,
+    PrometheusAlerts,
+    LokiReady,
+    LokiLogs,
+    GrafanaHealth,
+    GrafanaDatasources,
+    GrafanaDashboards,
+    AlertmanagerReady,
+}
+
+impl CheckId {
+    pub const ALL: [CheckId; 10] = [
+        CheckId::RouterActive,
+        CheckId::PrometheusTargets,
+        CheckId::PrometheusRules,
+        CheckId::PrometheusAlerts,
+        CheckId::LokiReady,
+        CheckId::LokiLogs,
+        CheckId::GrafanaHealth,
+        CheckId::GrafanaDatasources,
+        CheckId::GrafanaDashboards,
+        CheckId::AlertmanagerReady,
+    ];
+
+    /// Stable identifier, for `--skip` and the JSON report.
+    pub fn id(self) -> &'static str {
+        match self {
+            CheckId::RouterActive => "router-active",
+            CheckId::PrometheusTargets => "prometheus-targets",
+            CheckId::PrometheusRules => "prometheus-rules",
+            CheckId::PrometheusAlerts => "prometheus-alerts",
+            CheckId::LokiReady => "loki-ready",
+            CheckId::LokiLogs => "loki-logs",
+            CheckId::GrafanaHealth => "grafana-health",
+            CheckId::GrafanaDatasources => "grafana-datasources",
+            CheckId::GrafanaDashboards => "grafana-dashboards",
+            CheckId::AlertmanagerReady => "alertmanager-ready",
+        }
+    }
+
+    /// The name on the human report's line.
+    pub fn title(self) -> &'static str {
+        match self {
+            CheckId::RouterActive => "router active color",
+            CheckId::PrometheusTargets => "prometheus targets",
+            CheckId::PrometheusRules => "prometheus rules",
+            CheckId::PrometheusAlerts => "prometheus alerts",
+            CheckId::LokiReady => "loki ready",
+            CheckId::LokiLogs => "loki logs",
+            CheckId::GrafanaHealth => "grafana health",
+            CheckId::GrafanaDatasources => "grafana datasources",
+            CheckId::GrafanaDashboards => "grafana dashboards",
+            CheckId::AlertmanagerReady => "alertmanager ready",
+        }
+    }
+
+    pub fn component(self) -> Component {
+        match self {
+            CheckId::RouterActive => Component::Router,
+            CheckId::PrometheusTargets | CheckId::PrometheusRules | CheckId::PrometheusAlerts => Component::Prometheus,
+            CheckId::LokiReady | CheckId::LokiLogs => Component::Loki,
+            CheckId::GrafanaHealth | CheckId::GrafanaDatasources | CheckId::GrafanaDashboards => Component::Grafana,
+            CheckId::AlertmanagerReady => Component::Alertmanager,
+        }
+    }
+}
+
+/// A check's verdict. Only `Fail` makes the doctor exit 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Works, but something deserves a look (e.g. an alert fires).
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl Status {
+    /// The status column of the human report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    /// What it saw, one line.
+    pub detail: String,
+    /// What to look at, when the status is not ok.
+    pub hint: Option<String>,
+    /// Facts for scripts (`--json`), e.g. the down targets.
+    pub data: Value,
+}
+
+impl Outcome {
+    fn new(status: Status, detail: impl Into<String>) -> Self {
+        Outcome { status, detail: detail.into(), hint: None, data: Value::Null }
+    }
+
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Outcome::new(Status::Ok, detail)
+    }
+
+    pub fn warn(detail: impl Into<String>) -> Self {
+        Outcome::new(Status::Warn, detail)
+    }
+
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Outcome::new(Status::Fail, detail)
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// A check that could not get what it needed: the failure line and its hint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub detail: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Failure { detail: detail.into(), hint: Some(hint.into()) }
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Self {
+        Outcome { status: Status::Fail, detail: failure.detail, hint: failure.hint, data: Value::Null }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub id: &'static str,
+    pub component: Component,
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    pub elapsed_ms: u64,
+}
+
+impl CheckResult {
+    pub fn new(id: CheckId, outcome: Outcome, elapsed: Duration) -> Self {
+        CheckResult {
+            id: id.id(),
+            component: id.component(),
+            name: id.title(),
+            status: outcome.status,
+            detail: outcome.detail,
+            hint: outcome.hint,
+            data: outcome.data,
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn skipped(id: CheckId) -> Self {
+        CheckResult::new(id, Outcome::new(Status::Skip, "skipped (--skip)"), Duration::ZERO)
+    }
+}

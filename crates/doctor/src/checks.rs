@@ -1,0 +1,40 @@
+//! Runs every check concurrently and collects one result per check, in
+//! report order. A skipped check is reported as skipped and never started.
+
+pub mod alertmanager;
+pub mod grafana;
+pub mod loki;
+pub mod prometheus;
+pub mod router;
+
+use std::future::Future;
+use std::time::Instant;
+
+use crate::check::{CheckId, CheckResult, Outcome};
+use crate::stack::Stack;
+
+async fn timed(stack: &Stack, id: CheckId, check: impl Future<Output = Outcome>) -> CheckResult {
+    if stack.skips(id) {
+        return CheckResult::skipped(id);
+    }
+    let started = Instant::now();
+    let outcome = check.await;
+    CheckResult::new(id, outcome, started.elapsed())
+}
+
+pub async fn run_all(stack: &Stack) -> Vec<CheckResult> {
+    let results = tokio::join!(
+        timed(stack, CheckId::RouterActive, router::active_color(stack)),
+        timed(stack, CheckId::PrometheusTargets, prometheus::targets(stack)),
+        timed(stack, CheckId::PrometheusRules, prometheus::rules(stack)),
+        timed(stack, CheckId::PrometheusAlerts, prometheus::alerts(stack)),
+        timed(stack, CheckId::LokiReady, loki::ready(stack)),
+        timed(stack, CheckId::LokiLogs, loki::logs(stack)),
+        timed(stack, CheckId::GrafanaHealth, grafana::health(stack)),
+        timed(stack, CheckId::GrafanaDatasources, grafana::datasources(stack)),
+        timed(stack, CheckId::GrafanaDashboards, grafana::dashboards(stack)),
+        timed(stack, CheckId::AlertmanagerReady, alertmanager::ready(stack)),
+    );
+    let (a, b, c, d, e, f, g, h, i, j) = results;
+    vec![a, b, c, d, e, f, g, h, i, j]
+}

@@ -1,0 +1,43 @@
+//! `vigie doctor`: checks the running vigie stack from the outside, the way
+//! a person would after `docker compose up`, and prints one line per check
+//! with what it saw and, when a check fails, what to look at.
+//!
+//! The checks (see docs/doctor.md): the router's active color is the one
+//! Prometheus labels active; every Prometheus target is up, the rules are
+//! loaded, which alerts fire; Loki is ready and received lines from the
+//! active color; Grafana is healthy, its data sources answer and its
+//! dashboards are provisioned; Alertmanager is ready. They run
+//! concurrently, every request bounded by `--timeout`. Exit status: 0 when
+//! no check failed (warnings allowed), 1 otherwise.
+#![forbid(unsafe_code)]
+
+mod check;
+mod checks;
+mod config;
+mod http;
+mod report;
+mod stack;
+
+use std::process::ExitCode;
+
+pub use check::{CheckId, CheckResult, Component, Status};
+pub use config::{defaults, Args, Endpoints};
+pub use report::Report;
+
+/// Runs every check that is not skipped and returns the report.
+pub async fn examine(args: Args) -> anyhow::Result<Report> {
+    let stack = stack::Stack::new(args)?;
+    Ok(Report::new(checks::run_all(&stack).await))
+}
+
+/// `vigie doctor`: prints the report; exit 0 when no check failed, else 1.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let report = examine(args).await?;
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

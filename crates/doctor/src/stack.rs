@@ -1,0 +1,206 @@
+//! The stack under examination: where each service is, how to call it, and
+//! the facts several checks need, fetched once however many checks ask
+//! (the router's active color, Prometheus' targets).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use vigie_telemetry::Color;
+
+use crate::check::{CheckId, Component, Failure};
+use crate::config::{Args, Endpoints};
+use crate::http::{Auth, Http, HttpError};
+
+/// What the router's `GET /status` says (only the fields the doctor reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouterStatus {
+    pub active: Color,
+}
+
+/// One entry of Prometheus' `GET /api/v1/targets` `activeTargets`
+/// (https://prometheus.io/docs/prometheus/latest/querying/api/#targets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Target {
+    pub labels: BTreeMap<String, String>,
+    pub scrape_pool: String,
+    pub scrape_url: String,
+    pub last_error: String,
+    /// "up", "down" or "unknown" (not scraped yet).
+    pub health: String,
+}
+
+impl Target {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn job(&self) -> &str {
+        self.label("job")
+    }
+}
+
+/// Every Prometheus API answer: `{"status": "success"|"error", "data": …,
+/// "errorType": …, "error": …}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromEnvelope<T> {
+    pub status: String,
+    pub data: Option<T>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetsData {
+    #[serde(default)]
+    active_targets: Vec<Target>,
+}
+
+pub struct Stack {
+    pub args: Args,
+    pub urls: Endpoints,
+    pub http: Http,
+    router_status: OnceCell<Result<RouterStatus, Failure>>,
+    targets: OnceCell<Result<Vec<Target>, Failure>>,
+}
+
+impl Stack {
+    pub fn new(args: Args) -> anyhow::Result<Self> {
+        let http = Http::new(args.timeout)?;
+        let urls = args.endpoints();
+        Ok(Stack { args, urls, http, router_status: OnceCell::new(), targets: OnceCell::new() })
+    }
+
+    pub fn skips(&self, id: CheckId) -> bool {
+        self.args.skips(id)
+    }
+
+    pub fn skips_component(&self, component: Component) -> bool {
+        self.args.skips_component(component)
+    }
+
+    /// How to run a command against a compose service, for hints.
+    pub fn compose_ps(service: &str) -> String {
+        format!("docker compose ps {service}")
+    }
+
+    /// The hint for a service that cannot be reached.
+    pub fn unreachable_hint(service: &str) -> String {
+        format!("is the {service} container running? {}; docker compose logs {service} --tail 50", Stack::compose_ps(service))
+    }
+
+    /// `GET <prometheus><path>` and the `data` of a successful answer.
+    pub async fn prometheus_api<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, Failure> {
+        let url = format!("{}{path}", self.urls.prometheus);
+        let answer = self.http.get(&url, query, Auth::None).await.map_err(|e| self.prometheus_unreachable(&e))?;
+        // Errors come with a 4xx/5xx status and the same envelope.
+        let envelope: PromEnvelope<T> = answer.json().map_err(|e| Failure::new(e.to_string(), "is this Prometheus?"))?;
+        match (envelope.status.as_str(), envelope.data) {
+            ("success", Some(data)) if answer.is_success() => Ok(data),
+            _ => Err(Failure::new(
+                format!(
+                    "Prometheus answered {} at {url}: {}",
+                    answer.status,
+                    envelope.error.unwrap_or_else(|| "no data".to_owned())
+                ),
+                "docker compose logs prometheus --tail 50",
+            )),
+        }
+    }
+
+    fn prometheus_unreachable(&self, error: &HttpError) -> Failure {
+        Failure::new(error.to_string(), Stack::unreachable_hint("prometheus"))
+    }
+
+    /// The router's `/status`, asked once.
+    pub async fn router_status(&self) -> Result<RouterStatus, Failure> {
+        self.router_status.get_or_init(|| self.fetch_router_status()).await.clone()
+    }
+
+    async fn fetch_router_status(&self) -> Result<RouterStatus, Failure> {
+        let url = format!("{}/status", self.urls.admin);
+        let token = std::env::var("VIGIE_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
+        let auth = token.as_deref().map_or(Auth::None, |t| Auth::Bearer(t.trim()));
+        let answer = self.http.get(&url, &[], auth).await.map_err(|e| {
+            let mut hint = Stack::unreachable_hint("router");
+            if !self.args.compose && self.args.admin.is_none() {
+                hint.push_str(
+                    "; compose does not publish the admin port 8081 on the host: \
+                     run `docker compose exec router vigie doctor --compose`",
+                );
+            }
+            Failure::new(e.to_string(), hint)
+        })?;
+        match answer.status {
+            200 => answer.json().map_err(|e| Failure::new(e.to_string(), "is this the vigie router's admin API?")),
+            401 | 403 => Err(Failure::new(
+                format!("the admin API refused the request: {}", answer.unexpected()),
+                "set VIGIE_ADMIN_TOKEN to the router's admin token",
+            )),
+            _ => Err(Failure::new(answer.unexpected(), "docker compose logs router --tail 50")),
+        }
+    }
+
+    /// Prometheus' active targets, asked once.
+    pub async fn targets(&self) -> Result<Vec<Target>, Failure> {
+        self.targets
+            .get_or_init(|| async {
+                let data: TargetsData = self.prometheus_api("/api/v1/targets", &[("state", "active")]).await?;
+                Ok(data.active_targets)
+            })
+            .await
+            .clone()
+    }
+
+    /// The colors of the backend targets Prometheus labels `role="active"`.
+    pub async fn prometheus_active_colors(&self) -> Result<Vec<String>, Failure> {
+        let targets = self.targets().await?;
+        Ok(targets
+            .iter()
+            .filter(|t| t.job() == "backend" && t.label("role") == "active")
+            .map(|t| t.label("color").to_owned())
+            .collect())
+    }
+
+    /// The active color: the router's word, else what Prometheus labels
+    /// active (when the router cannot be asked).
+    pub async fn active_color(&self) -> Result<String, Failure> {
+        let router = if self.skips(CheckId::RouterActive) { None } else { Some(self.router_status().await) };
+        match router {
+            Some(Ok(status)) => Ok(status.active.to_string()),
+            router => {
+                let why = match router {
+                    Some(Err(failure)) => format!("the router cannot tell ({})", failure.detail),
+                    _ => "the router check is skipped".to_owned(),
+                };
+                if self.skips_component(Component::Prometheus) {
+                    return Err(Failure::new(
+                        format!("cannot tell the active color: {why}, Prometheus is skipped"),
+                        "run without --skip router, or fix the router check first",
+                    ));
+                }
+                match self.prometheus_active_colors().await {
+                    Ok(colors) if colors.len() == 1 => Ok(colors[0].clone()),
+                    Ok(colors) => Err(Failure::new(
+                        format!(
+                            "cannot tell the active color: {why}, and Prometheus has {} backend targets with role=\"active\"",
+                            colors.len()
+                        ),
+                        "fix the router active color check first",
+                    )),
+                    Err(failure) => Err(Failure::new(
+                        format!("cannot tell the active color: {why}, nor Prometheus ({})", failure.detail),
+                        "fix the router and Prometheus checks first",
+                    )),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The admin listener: `GET /status`, `POST /switch` (behind the bearer
+//! token when one is set), `GET /metrics` and `GET /health/live` (open, so
+//! Prometheus and container health checks need no secret; neither reveals
+//! or changes anything sensitive).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::header::AUTHORIZATION;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vigie_telemetry::{exposition, Color, Registry};
+
+use crate::config::AdminToken;
+use crate::error::{json_error, AdminError};
+use crate::state_file::rfc3339;
+use crate::switch::Switcher;
+
+/// A switch request is a few bytes; anything bigger is a mistake.
+const MAX_BODY_BYTES: usize = 4 * 1024;
+/// Reasons end up in log lines: keep them short.
+const MAX_REASON_CHARS: usize = 200;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub switcher: Arc<Switcher>,
+    pub token: Option<AdminToken>,
+}
+
+pub fn app(admin: Admin, registry: Arc<Registry>) -> Router {
+    let protected = Router::new()
+        .route("/status", get(status))
+        .route("/switch", post(switch))
+        .route_layer(middleware::from_fn_with_state(admin.token.clone(), require_token))
+        .with_state(admin);
+    Router::new()
+        .merge(protected)
+        .route("/health/live", get(|| async { Json(json!({ "status": "live" })) }))
+        .route("/metrics", get(exposition::metrics_handler).with_state(registry))
+        .fallback(|| async { AdminError::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn require_token(State(token): State<Option<AdminToken>>, request: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|given| token.matches(given)) {
+            tracing::warn!(target: "admin", path = %request.uri().path(), "admin request refused: missing or wrong token");
+            return AdminError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn status(State(admin): State<Admin>) -> Json<Value> {
+    let routing = &admin.switcher.routing;
+    let upstream = |color: Color| {
+        let upstream = routing.upstream(color);
+        let health = upstream.health();
+        json!({
+            "url": upstream.url.to_string(),
+            "target": upstream.url.host_port(),
+            "state": upstream.state(),
+            "healthy": health.healthy,
+            "checked_at": health.checked_at.map(rfc3339),
+            "error": health.error,
+            "in_flight": upstream.in_flight(),
+        })
+    };
+    Json(json!({
+        "active": routing.active(),
+        "since": rfc3339(routing.since()),
+        "switches": routing.switches(),
+        "upstreams": { "blue": upstream(Color::Blue), "green": upstream(Color::Green) },
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    to: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn switch(State(admin): State<Admin>, body: Bytes) -> Result<Response, AdminError> {
+    let request: SwitchRequest = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("expected {{\"to\": \"blue\"|\"green\"}}: {e}")))?;
+    let to: Color = request.to.parse().map_err(AdminError::UnknownColor)?;
+    let reason = match request.reason {
+        Some(r) if !r.trim().is_empty() => r.trim().chars().take(MAX_REASON_CHARS).collect(),
+        _ => "requested through the admin API".to_owned(),
+    };
+    let outcome = admin.switcher.switch_detached(to, reason).await.map_err(AdminError::Internal)?;
+    let body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;
+    Ok(if outcome.result == "refused" {
+        json_error(StatusCode::CONFLICT, "not_ready", &outcome.reason, Some(body))
+    } else {
+        (StatusCode::OK, Json(body)).into_response()
+    })
+}

@@ -1,0 +1,162 @@
+//! Command-line configuration of `vigie router` and every default timeout,
+//! in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vigie_telemetry::config::parse_duration;
+use vigie_telemetry::logging;
+
+use crate::upstream::UpstreamUrl;
+
+/// Default values of the flags. Durations are strings in the flag syntax so
+/// that `--help` shows them exactly as a person would type them.
+pub mod defaults {
+    pub const LISTEN: &str = "0.0.0.0:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8081";
+    pub const BLUE: &str = "http://backend-blue:3000";
+    pub const GREEN: &str = "http://backend-green:3000";
+    pub const STATE_FILE: &str = "/var/lib/vigie/router/state.json";
+    pub const TARGETS_FILE: &str = "/var/lib/vigie/targets/backend.json";
+    /// A TCP connect to a backend on the same network takes well under 1 ms;
+    /// a second means it is gone.
+    pub const CONNECT_TIMEOUT: &str = "1s";
+    /// Until the response head arrives (the body may stream for longer).
+    pub const REQUEST_TIMEOUT: &str = "30s";
+    /// How long a switch waits for the target to pass its readiness checks.
+    pub const DEPLOY_TIMEOUT: &str = "10s";
+    /// How long a switch (or a shutdown) waits for in-flight requests.
+    pub const DRAIN_TIMEOUT: &str = "30s";
+    pub const HEALTH_CHECK_PATH: &str = "/health/ready";
+    /// Pause between the readiness checks of a switch.
+    pub const HEALTH_CHECK_INTERVAL: &str = "100ms";
+    /// One readiness probe may take this long.
+    pub const HEALTH_CHECK_TIMEOUT: &str = "1s";
+    /// Consecutive successful checks that make a target ready.
+    pub const HEALTH_CHECK_SUCCESSES: u32 = 3;
+    /// Period of the background probe shown by `/status`.
+    pub const STATUS_CHECK_INTERVAL: &str = "5s";
+    /// Idle pooled connections are closed after this long, well before the
+    /// usual server-side keep-alive timeouts (60 s and more), so the router
+    /// rarely picks a connection the backend is closing.
+    pub const POOL_IDLE_TIMEOUT_SECS: u64 = 10;
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Public address: every request is proxied to the active color.
+    #[arg(long, env = "VIGIE_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: SocketAddr,
+    /// Admin API address (status, switch, metrics); keep it internal.
+    #[arg(long, env = "VIGIE_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+    /// Base URL of the blue backend (http://host:port).
+    #[arg(long, env = "VIGIE_BLUE", default_value = defaults::BLUE, value_parser = UpstreamUrl::parse)]
+    pub blue: UpstreamUrl,
+    /// Base URL of the green backend (http://host:port).
+    #[arg(long, env = "VIGIE_GREEN", default_value = defaults::GREEN, value_parser = UpstreamUrl::parse)]
+    pub green: UpstreamUrl,
+    /// Where the active color is saved so that it survives a restart.
+    #[arg(long, env = "VIGIE_STATE_FILE", default_value = defaults::STATE_FILE)]
+    pub state_file: PathBuf,
+    /// Prometheus file_sd file listing the backends with color and role.
+    #[arg(long, env = "VIGIE_TARGETS_FILE", default_value = defaults::TARGETS_FILE)]
+    pub targets_file: PathBuf,
+    /// List only the active color in the targets file.
+    #[arg(long, env = "VIGIE_NO_STANDBY_TARGET")]
+    pub no_standby_target: bool,
+    /// Longest TCP connect to a backend (then 502).
+    #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest wait for a backend's response head (then 504).
+    #[arg(long, env = "VIGIE_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Longest wait for the switch target to become ready (then 409).
+    #[arg(long, env = "VIGIE_DEPLOY_TIMEOUT", default_value = defaults::DEPLOY_TIMEOUT, value_parser = parse_duration)]
+    pub deploy_timeout: Duration,
+    /// Longest wait for the old color's in-flight requests, on a switch and on shutdown.
+    #[arg(long, env = "VIGIE_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Readiness path checked before a switch and by the background probe.
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_PATH", default_value = defaults::HEALTH_CHECK_PATH, value_parser = parse_path)]
+    pub health_check_path: String,
+    /// Pause between the readiness checks of a switch.
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_INTERVAL", default_value = defaults::HEALTH_CHECK_INTERVAL, value_parser = parse_duration)]
+    pub health_check_interval: Duration,
+    /// Longest wait for one readiness check.
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_TIMEOUT", default_value = defaults::HEALTH_CHECK_TIMEOUT, value_parser = parse_duration)]
+    pub health_check_timeout: Duration,
+    /// Consecutive successful checks needed before a switch.
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_SUCCESSES", default_value_t = defaults::HEALTH_CHECK_SUCCESSES,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_check_successes: u32,
+    /// Period of the background health probe reported by /status.
+    #[arg(long, env = "VIGIE_STATUS_CHECK_INTERVAL", default_value = defaults::STATUS_CHECK_INTERVAL, value_parser = parse_duration)]
+    pub status_check_interval: Duration,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `debug,hyper=info`.
+    #[arg(long, env = "VIGIE_LOG_LEVEL", default_value = "info", value_parser = logging::parse_filter)]
+    pub log_level: String,
+    /// Bearer token required by /status and /switch (unset: no auth).
+    /// Read from `VIGIE_ADMIN_TOKEN` only: a flag would show in `ps`.
+    #[arg(skip = AdminToken::from_env())]
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin bearer token; its `Debug` form never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl AdminToken {
+    pub const ENV: &'static str = "VIGIE_ADMIN_TOKEN";
+
+    pub fn from_env() -> Option<AdminToken> {
+        std::env::var(Self::ENV).ok().filter(|t| !t.is_empty()).map(AdminToken)
+    }
+
+    /// Compares in time independent of where the first difference is.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, byte) in a.iter().enumerate() {
+            diff |= usize::from(byte ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+fn parse_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') && text.parse::<http::uri::PathAndQuery>().is_ok() {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("invalid path {text:?} (expected e.g. /health/ready)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_exactly_and_never_print() {
+        let token = AdminToken("s3cret".into());
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret!"));
+        assert!(!token.matches(""));
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
+    }
+
+    #[test]
+    fn health_check_paths_must_be_absolute() {
+        assert!(parse_path("/health/ready").is_ok());
+        assert!(parse_path("health").is_err());
+        assert!(parse_path("/a b").is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! Header rewriting between the client and the upstream: hop-by-hop
+//! headers stay on their hop (RFC 9110 §7.6.1), the client address is
+//! appended to `X-Forwarded-For`, and the request id travels upstream.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::HeaderMap;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_VIGIE_COLOR: HeaderName = HeaderName::from_static("x-vigie-color");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(vigie_telemetry::request_id::HEADER);
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers, including those named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
+/// unless a proxy in front of us already did (we only speak plain HTTP).
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let client = client.to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
+        _ => client,
+    };
+    // An IP address and a valid previous value make a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_hop_by_hop_headers_and_those_named_in_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn appends_the_client_to_forwarded_for_and_keeps_a_given_proto() {
+        let mut headers = HeaderMap::new();
+        add_forwarded(&mut headers, "127.0.0.1".parse().expect("ip"));
+        assert_eq!(headers[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut headers, "::1".parse().expect("ip"));
+        assert_eq!(headers[&X_FORWARDED_FOR], "127.0.0.1, ::1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "https");
+    }
+}

@@ -1,0 +1,213 @@
+//! The router's own metrics, served on the admin listener's `/metrics`.
+//!
+//! The per-request series (every color × status class, every color × error
+//! kind) are created up front and their handles kept, so the hot path is
+//! an atomic add with no lock and no label hashing, and every series exists
+//! from the first scrape (`rate()` works from the start).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use vigie_telemetry::http::latency_histogram;
+use vigie_telemetry::Color;
+
+/// Status classes of proxied responses, by hundreds.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why a request got no answer from its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Refused, unreachable or not connected within the connect timeout (502).
+    Connect,
+    /// No response head within the request timeout (504).
+    Timeout,
+    /// The connection broke after the request was sent, or similar (502).
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 3] = [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    color: &'static str,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    color: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ColorLabel {
+    color: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabels {
+    from: &'static str,
+    to: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    file: &'static str,
+}
+
+/// Handles of one color's series.
+#[derive(Clone, Debug)]
+struct ColorSeries {
+    requests: [Counter; 5],
+    duration: [Histogram; 5],
+    errors: [Counter; 3],
+    active: Gauge,
+    in_flight: Gauge,
+    healthy: Gauge,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterMetrics {
+    blue: ColorSeries,
+    green: ColorSeries,
+    switches: Family<SwitchLabels, Counter>,
+    last_switch: Gauge<f64, AtomicU64>,
+    file_errors: Family<FileLabel, Counter>,
+}
+
+impl RouterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<ClassLabels, Counter>::default();
+        let duration = Family::<ClassLabels, Histogram>::new_with_constructor(latency_histogram);
+        let errors = Family::<KindLabels, Counter>::default();
+        let active = Family::<ColorLabel, Gauge>::default();
+        let in_flight = Family::<ColorLabel, Gauge>::default();
+        let healthy = Family::<ColorLabel, Gauge>::default();
+        let series = |color: Color| {
+            let color = color.as_str();
+            let class = |i: usize| ClassLabels { color, status_class: STATUS_CLASSES[i] };
+            let kind = |k: ErrorKind| KindLabels { color, kind: k.as_str() };
+            ColorSeries {
+                requests: std::array::from_fn(|i| requests.get_or_create(&class(i)).clone()),
+                duration: std::array::from_fn(|i| duration.get_or_create(&class(i)).clone()),
+                errors: ErrorKind::ALL.map(|k| errors.get_or_create(&kind(k)).clone()),
+                active: active.get_or_create(&ColorLabel { color }).clone(),
+                in_flight: in_flight.get_or_create(&ColorLabel { color }).clone(),
+                healthy: healthy.get_or_create(&ColorLabel { color }).clone(),
+            }
+        };
+        let metrics = RouterMetrics {
+            blue: series(Color::Blue),
+            green: series(Color::Green),
+            switches: Family::default(),
+            last_switch: Gauge::default(),
+            file_errors: Family::default(),
+        };
+        registry.register("vigie_router_requests", "Requests proxied, by color and status class", requests);
+        registry.register_with_unit(
+            "vigie_router_request_duration",
+            "Time from receiving a request to the end of its response",
+            Unit::Seconds,
+            duration,
+        );
+        registry.register(
+            "vigie_router_upstream_errors",
+            "Requests that got no response from their upstream, by kind",
+            errors,
+        );
+        registry.register("vigie_router_active_color", "1 for the color receiving new requests, else 0", active);
+        registry.register("vigie_router_in_flight_requests", "Requests being proxied, by color", in_flight);
+        registry.register(
+            "vigie_router_upstream_healthy",
+            "Last background readiness check of each color: 1 ready, 0 not",
+            healthy,
+        );
+        // Every possible outcome starts at 0, so that `increase()` sees the
+        // first refusal (a series born at 1 shows no increase).
+        for from in Color::ALL {
+            for to in Color::ALL {
+                let results: &[&'static str] = if from == to { &["noop"] } else { &["ok", "refused"] };
+                for result in results {
+                    let _ = metrics.switches.get_or_create(&SwitchLabels { from: from.as_str(), to: to.as_str(), result });
+                }
+            }
+        }
+        registry.register("vigie_router_switches", "Switch requests, by from, to and result", metrics.switches.clone());
+        registry.register_with_unit(
+            "vigie_router_last_switch_timestamp",
+            "Unix time of the last successful switch (0: none yet)",
+            Unit::Seconds,
+            metrics.last_switch.clone(),
+        );
+        registry.register(
+            "vigie_router_file_write_errors",
+            "Failed writes of the state or targets file",
+            metrics.file_errors.clone(),
+        );
+        metrics
+    }
+
+    fn color(&self, color: Color) -> &ColorSeries {
+        match color {
+            Color::Blue => &self.blue,
+            Color::Green => &self.green,
+        }
+    }
+
+    pub fn observe_request(&self, color: Color, status: u16, seconds: f64) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        let series = self.color(color);
+        series.requests[class].inc();
+        series.duration[class].observe(seconds);
+    }
+
+    pub fn upstream_error(&self, color: Color, kind: ErrorKind) {
+        self.color(color).errors[kind.index()].inc();
+    }
+
+    pub fn set_active(&self, active: Color) {
+        for color in Color::ALL {
+            self.color(color).active.set(i64::from(color == active));
+        }
+    }
+
+    pub fn in_flight_gauge(&self, color: Color) -> Gauge {
+        self.color(color).in_flight.clone()
+    }
+
+    pub fn set_healthy(&self, color: Color, healthy: bool) {
+        self.color(color).healthy.set(i64::from(healthy));
+    }
+
+    pub fn switch(&self, from: Color, to: Color, result: &'static str) {
+        self.switches.get_or_create(&SwitchLabels { from: from.as_str(), to: to.as_str(), result }).inc();
+    }
+
+    pub fn set_last_switch(&self, unix_seconds: f64) {
+        self.last_switch.set(unix_seconds);
+    }
+
+    pub fn file_write_error(&self, file: &'static str) {
+        self.file_errors.get_or_create(&FileLabel { file }).inc();
+    }
+}

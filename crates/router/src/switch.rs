@@ -1,0 +1,203 @@
+//! A switch, kamal-proxy style: check the target's readiness with a
+//! deadline → flip the active color → persist the state and the targets
+//! file → drain the old color with a deadline. Switches are serialized by
+//! one lock, and run in their own task so that an admin client that hangs
+//! up cannot leave one half done.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use vigie_telemetry::Color;
+
+use crate::health::{self, HealthCheck};
+use crate::metrics::RouterMetrics;
+use crate::routing::Routing;
+use crate::state_file::{now_ms, rfc3339, SavedState, StateFile};
+use crate::target::TargetState;
+use crate::targets::TargetsFile;
+
+/// What a switch did; the admin API's response body.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchOutcome {
+    /// `ok`, `noop` or `refused`.
+    pub result: &'static str,
+    pub from: Color,
+    pub to: Color,
+    /// The color active once the switch is over.
+    pub active: Color,
+    pub reason: String,
+    /// Readiness checks made, and how long they took.
+    pub checks: u32,
+    pub check_ms: u64,
+    /// Whether the old color's in-flight requests all ended within the drain timeout.
+    pub drained: bool,
+    pub drain_ms: u64,
+    pub in_flight_left: usize,
+    pub state_saved: bool,
+    pub targets_written: bool,
+    /// Failures that did not stop the switch (e.g. a state file not saved).
+    pub errors: Vec<String>,
+    pub total_ms: u64,
+}
+
+pub struct Switcher {
+    pub routing: Arc<Routing>,
+    pub metrics: RouterMetrics,
+    pub state_file: StateFile,
+    pub targets: TargetsFile,
+    pub health_check: HealthCheck,
+    pub deploy_timeout: Duration,
+    pub drain_timeout: Duration,
+    lock: Mutex<()>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Switcher {
+    pub fn new(
+        routing: Arc<Routing>,
+        metrics: RouterMetrics,
+        state_file: StateFile,
+        targets: TargetsFile,
+        health_check: HealthCheck,
+        deploy_timeout: Duration,
+        drain_timeout: Duration,
+    ) -> Self {
+        Switcher { routing, metrics, state_file, targets, health_check, deploy_timeout, drain_timeout, lock: Mutex::new(()) }
+    }
+
+    /// Writes the targets file for the current active color; a failure is
+    /// logged, counted and returned.
+    pub async fn write_targets(&self) -> Result<(), String> {
+        let active = self.routing.active();
+        let result = self.targets.write(self.routing.upstream(active), self.routing.upstream(active.other())).await;
+        result.map_err(|e| {
+            self.metrics.file_write_error("targets");
+            let message = format!("cannot write targets file {}: {e}", self.targets.path().display());
+            tracing::error!(error = %message, "targets file not written");
+            message
+        })
+    }
+
+    /// Switches to `to` in a task of its own and waits for the outcome.
+    pub async fn switch_detached(self: &Arc<Self>, to: Color, reason: String) -> Result<SwitchOutcome, String> {
+        let switcher = Arc::clone(self);
+        tokio::spawn(async move { switcher.switch(to, &reason).await }).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn switch(&self, to: Color, reason: &str) -> SwitchOutcome {
+        let _serialized = self.lock.lock().await;
+        let started = Instant::now();
+        let from = self.routing.active();
+        let mut outcome = SwitchOutcome {
+            result: "noop",
+            from,
+            to,
+            active: from,
+            reason: reason.to_owned(),
+            checks: 0,
+            check_ms: 0,
+            drained: true,
+            drain_ms: 0,
+            in_flight_left: 0,
+            state_saved: true,
+            targets_written: true,
+            errors: Vec::new(),
+            total_ms: 0,
+        };
+        if from == to {
+            outcome.reason = format!("{to} is already active");
+            return self.finish(outcome, started);
+        }
+
+        let target = self.routing.upstream(to);
+        target.set_state(TargetState::Checking, reason);
+        let checked = health::wait_ready(target, &self.health_check, started + self.deploy_timeout).await;
+        outcome.check_ms = millis(started.elapsed());
+        match checked {
+            Ok(checks) => outcome.checks = checks,
+            Err(not_ready) => {
+                target.set_state(TargetState::Standby, "not ready");
+                outcome.result = "refused";
+                outcome.checks = not_ready.checks;
+                outcome.reason = format!(
+                    "{to} is not ready: {} consecutive successful checks of {} not reached within {} ms (last error: {})",
+                    self.health_check.successes,
+                    self.health_check.path,
+                    millis(self.deploy_timeout),
+                    not_ready.last_error
+                );
+                return self.finish(outcome, started);
+            }
+        }
+
+        let now = now_ms();
+        self.routing.activate(to, now);
+        outcome.result = "ok";
+        outcome.active = to;
+        target.set_state(TargetState::Active, reason);
+        let old = self.routing.upstream(from);
+        old.set_state(TargetState::Draining, reason);
+        self.metrics.set_active(to);
+        self.metrics.set_last_switch(now.unix_timestamp_nanos() as f64 / 1e9);
+
+        let saved = SavedState { active: to, since: now, switches: self.routing.switches() };
+        if let Err(e) = self.state_file.save(&saved).await {
+            self.metrics.file_write_error("state");
+            let message = format!(
+                "cannot save state file {}: {e}; the switch is done but will not survive a restart",
+                self.state_file.path().display()
+            );
+            tracing::error!(error = %message, "state file not saved");
+            outcome.state_saved = false;
+            outcome.errors.push(message);
+        }
+        if let Err(message) = self.write_targets().await {
+            outcome.targets_written = false;
+            outcome.errors.push(message);
+        }
+
+        let drain_started = Instant::now();
+        outcome.drained = old.wait_idle(self.drain_timeout).await;
+        outcome.drain_ms = millis(drain_started.elapsed());
+        outcome.in_flight_left = old.in_flight();
+        if !outcome.drained {
+            // They go on: cutting them would fail requests that may still finish.
+            tracing::warn!(color = %from, in_flight = outcome.in_flight_left, timeout_ms = millis(self.drain_timeout),
+                "drain timeout reached; requests still in flight on the old color");
+        }
+        old.set_state(TargetState::Standby, if outcome.drained { "drained" } else { "drain timeout" });
+        self.finish(outcome, started)
+    }
+
+    fn finish(&self, mut outcome: SwitchOutcome, started: Instant) -> SwitchOutcome {
+        outcome.total_ms = millis(started.elapsed());
+        self.metrics.switch(outcome.from, outcome.to, outcome.result);
+        // Left out of the line when there are none.
+        let errors = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "switch", $level,
+                    from = %outcome.from, to = %outcome.to, result = outcome.result, reason = %outcome.reason,
+                    checks = outcome.checks, check_ms = outcome.check_ms, drained = outcome.drained,
+                    drain_ms = outcome.drain_ms, in_flight_left = outcome.in_flight_left,
+                    total_ms = outcome.total_ms, errors, since = %rfc3339(self.routing.since()),
+                    "switch"
+                )
+            };
+        }
+        if !outcome.errors.is_empty() {
+            log!(tracing::Level::ERROR);
+        } else if outcome.result == "refused" || !outcome.drained {
+            log!(tracing::Level::WARN);
+        } else {
+            log!(tracing::Level::INFO);
+        }
+        outcome
+    }
+}

@@ -1,0 +1,245 @@
+//! One backend color: its base URL, its keep-alive connection pool, its
+//! in-flight request count, its [`TargetState`] and its last health reading.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::uri::{Authority, Scheme};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
+use vigie_telemetry::Color;
+
+use crate::config::defaults;
+use crate::target::TargetState;
+
+/// The client of one upstream: plain HTTP/1.1 with a keep-alive pool.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A backend base URL: `http://host[:port]`, nothing after the authority.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    authority: Authority,
+}
+
+impl UpstreamUrl {
+    /// A clap value parser.
+    pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!("invalid upstream {text:?}: only http:// URLs are supported"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| format!("invalid upstream {text:?}: no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("invalid upstream {text:?}: credentials in URLs are not supported"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("invalid upstream {text:?}: give only scheme, host and port (no path)"));
+        }
+        Ok(UpstreamUrl { authority })
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// `host:port` as Prometheus wants it in a file_sd `targets` list.
+    pub fn host_port(&self) -> String {
+        let port = self.authority.port_u16().unwrap_or(80);
+        format!("{}:{port}", self.authority.host())
+    }
+
+    /// The absolute URI of `path_and_query` on this upstream.
+    pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// The last background health reading of an upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// `None` until the first probe has answered.
+    pub healthy: Option<bool>,
+    pub checked_at: Option<time::OffsetDateTime>,
+    pub error: Option<String>,
+}
+
+pub struct Upstream {
+    pub color: Color,
+    pub url: UpstreamUrl,
+    pub client: HttpClient,
+    in_flight: AtomicUsize,
+    in_flight_gauge: Gauge,
+    /// Woken each time the in-flight count drops to zero.
+    idle: Notify,
+    state: Mutex<TargetState>,
+    health: Mutex<Health>,
+}
+
+impl Upstream {
+    pub fn new(color: Color, url: UpstreamUrl, connect_timeout: Duration, state: TargetState, in_flight_gauge: Gauge) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        // Proxied requests are small and latency-bound: no Nagle delay.
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(defaults::POOL_IDLE_TIMEOUT_SECS))
+            // Stated although it is hyper-util's default: a request handed a
+            // pooled connection that turns out closed before the request was
+            // written is sent again on another connection, so a backend's idle
+            // close never reaches the client as an error.
+            .retry_canceled_requests(true)
+            .build(connector);
+        Upstream {
+            color,
+            url,
+            client,
+            in_flight: AtomicUsize::new(0),
+            in_flight_gauge,
+            idle: Notify::new(),
+            state: Mutex::new(state),
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    /// Counts a request as in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        // SeqCst pairs with the switch's store of the active color: either the
+        // switch sees this request in flight, or the caller sees the new color.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight_gauge.inc();
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request is in flight; false when `timeout` ran out first.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop to zero in between is not missed.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    pub fn state(&self) -> TargetState {
+        *lock(&self.state)
+    }
+
+    /// Moves to `next` and logs the transition with the state it left.
+    pub fn set_state(&self, next: TargetState, reason: &str) {
+        let previous = std::mem::replace(&mut *lock(&self.state), next);
+        if previous != next {
+            tracing::info!(color = %self.color, from = %previous, to = %next, reason, "target state");
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// Records a probe result; returns the previous `healthy` value.
+    pub fn record_health(&self, result: Result<(), String>) -> Option<bool> {
+        let mut health = lock(&self.health);
+        let previous = health.healthy;
+        health.healthy = Some(result.is_ok());
+        health.checked_at = Some(time::OffsetDateTime::now_utc());
+        health.error = result.err();
+        previous
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the
+/// plain values inside are still consistent, so carry on.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One in-flight request on an upstream.
+pub struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight_gauge.dec();
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_plain_http_base_urls() {
+        let url = UpstreamUrl::parse("http://backend-blue:3000").expect("valid");
+        assert_eq!(url.host_port(), "backend-blue:3000");
+        assert_eq!(url.to_string(), "http://backend-blue:3000");
+        assert_eq!(UpstreamUrl::parse("http://10.0.0.1/").expect("valid").host_port(), "10.0.0.1:80");
+        assert_eq!(
+            url.uri("/api/tasks?x=1").expect("uri").to_string(),
+            "http://backend-blue:3000/api/tasks?x=1"
+        );
+        for bad in ["https://a:1", "backend:3000", "http://a:1/api", "http://u:p@a:1", "http://a:1?q", "", "http://"] {
+            assert!(UpstreamUrl::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_when_the_last_request_ends_or_at_the_deadline() {
+        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("valid");
+        let upstream =
+            Arc::new(Upstream::new(Color::Blue, url, Duration::from_secs(1), TargetState::Active, Gauge::default()));
+        assert!(upstream.wait_idle(Duration::from_millis(10)).await);
+        let guard = upstream.begin();
+        assert!(!upstream.wait_idle(Duration::from_millis(20)).await);
+        let waiter = {
+            let upstream = Arc::clone(&upstream);
+            tokio::spawn(async move { upstream.wait_idle(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(guard);
+        assert!(waiter.await.expect("join"));
+        assert_eq!(upstream.in_flight(), 0);
+    }
+}

@@ -1,0 +1,643 @@
+//! `vigie doctor` against the real processes that run here (backends,
+//! router, Prometheus, Alertmanager) and, for Loki and Grafana (not
+//! installable here), small HTTP servers answering with the shapes their
+//! HTTP API documentation gives.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::helpers::{client, dead_url, free_port, require_program, vigie_bin, Proc, TempDir, ADMIN_TOKEN};
+use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
+
+/// A doctor run never takes longer (its own requests are bounded by
+/// `--timeout`, 5 s by default, and run concurrently).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+/// Scrape intervals (5 s, 15 s for the alertmanager job) + file_sd
+/// discovery batching (5 s), with room for a slow, shared machine.
+const SEEN_WITHIN: Duration = Duration::from_secs(45);
+/// Longest wait for Alertmanager's `/-/ready`.
+const ALERTMANAGER_READY: Duration = Duration::from_secs(20);
+
+// ---- running the doctor ---------------------------------------------------
+
+struct DoctorRun {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl DoctorRun {
+    /// The report line of check `name` (its name column).
+    fn line(&self, name: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(&format!("{name}  "))))
+            .unwrap_or_else(|| panic!("no line for {name:?} in:\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    fn status(&self, name: &str) -> &str {
+        self.line(name).split_whitespace().next().unwrap_or("")
+    }
+
+    fn report_lines(&self) -> Vec<&str> {
+        self.stdout.lines().take_while(|l| !l.is_empty()).collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `vigie doctor <args>` with only the given `VIGIE_*` variables.
+async fn doctor(args: &[String], envs: &[(&str, &str)]) -> DoctorRun {
+    let mut command = tokio::process::Command::new(vigie_bin());
+    command.arg("doctor").args(args).stdin(Stdio::null()).kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VIGIE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(envs.iter().copied());
+    let started = Instant::now();
+    let output = tokio::time::timeout(RUN_LIMIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("vigie doctor {args:?} did not finish within {RUN_LIMIT:?}"))
+        .expect("run vigie doctor");
+    DoctorRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Serves `app` on 127.0.0.1, a free port, for the rest of the test.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
+    let addr = listener.local_addr().expect("fake server address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// A server that accepts connections and never answers.
+async fn silent_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind silent server");
+    let addr = listener.local_addr().expect("silent server address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}")
+}
+
+// ---- Loki, as documented --------------------------------------------------
+// https://grafana.com/docs/loki/latest/reference/loki-http-api/
+// `GET /ready`: 200 when ready to accept traffic (503 and a reason before).
+// `GET /loki/api/v1/query`: an instant metric query answers
+// {"status":"success","data":{"resultType":"vector","result":[{"metric":{…},"value":[<unix s>,"<value>"]}]}}.
+
+#[derive(Clone)]
+struct FakeLoki {
+    ready: bool,
+    /// Lines per color over the queried window.
+    lines: Vec<(&'static str, u64)>,
+    queries: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeLoki {
+    fn new(ready: bool, lines: &[(&'static str, u64)]) -> Self {
+        FakeLoki { ready, lines: lines.to_vec(), queries: Arc::default() }
+    }
+
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/ready", get(loki_ready))
+            .route("/loki/api/v1/query", get(loki_query))
+            .with_state(self.clone());
+        serve(app).await
+    }
+
+    fn queries(&self) -> Vec<String> {
+        self.queries.lock().expect("queries lock").clone()
+    }
+}
+
+async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
+    if loki.ready {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready: waiting for 15s after being ready\n").into_response()
+    }
+}
+
+async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<String, String>>) -> Response {
+    loki.queries.lock().expect("queries lock").push(params.get("query").cloned().unwrap_or_default());
+    if !loki.ready {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready\n").into_response();
+    }
+    let now = 1_588_889_221;
+    let result: Vec<Value> = loki
+        .lines
+        .iter()
+        .map(|(color, n)| json!({ "metric": { "color": color }, "value": [now, n.to_string()] }))
+        .collect();
+    Json(json!({ "status": "success", "data": { "resultType": "vector", "result": result, "stats": {} } }))
+        .into_response()
+}
+
+// ---- Grafana, as documented -----------------------------------------------
+// Grafana HTTP API: `GET /api/health` → {"commit","database":"ok","version"};
+// `GET /api/datasources` (permission datasources:read) → [{"id","uid","name","type",…}];
+// `GET /api/datasources/uid/{uid}/health` → 200 {"status":"OK","message"} or
+// 400 {"status":"ERROR","message"}; 404 for a plugin without a backend
+// health check (Alertmanager), whose "Test" Grafana's UI does through the
+// data source proxy `GET /api/datasources/proxy/uid/{uid}/api/v2/status`;
+// `GET /api/search?type=dash-db&folderUIDs=…` → [{"id","uid","title","type":"dash-db","folderUid",…}].
+
+/// `admin:secret`, base64.
+const GRAFANA_LOGIN: &str = "Basic YWRtaW46c2VjcmV0";
+
+#[derive(Clone)]
+struct FakeGrafana {
+    /// (uid, error message) of a data source whose health check fails.
+    failing: Option<(&'static str, &'static str)>,
+    dashboards: Vec<&'static str>,
+}
+
+impl FakeGrafana {
+    fn healthy() -> Self {
+        FakeGrafana { failing: None, dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-logs", "vigie-stack"] }
+    }
+
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/api/health", get(|| async { Json(json!({ "commit": "087143285", "database": "ok", "version": "13.2.0" })) }))
+            .route("/api/datasources", get(grafana_datasources))
+            .route("/api/datasources/uid/{uid}/health", get(grafana_datasource_health))
+            .route("/api/datasources/proxy/uid/{uid}/api/v2/status", get(grafana_proxy_status))
+            .route("/api/search", get(grafana_search))
+            .with_state(self.clone());
+        serve(app).await
+    }
+}
+
+const DATASOURCES: [(&str, &str, &str); 3] =
+    [("prometheus", "Prometheus", "prometheus"), ("loki", "Loki", "loki"), ("alertmanager", "Alertmanager", "alertmanager")];
+
+async fn grafana_datasources(headers: HeaderMap) -> Response {
+    let logged_in = headers.get("authorization").is_some_and(|v| v == GRAFANA_LOGIN);
+    if !logged_in {
+        let message = "You'll need additional permissions to perform this action. Permissions needed: datasources:read";
+        return (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response();
+    }
+    let list: Vec<Value> = DATASOURCES
+        .iter()
+        .enumerate()
+        .map(|(i, (uid, name, kind))| {
+            json!({ "id": i + 1, "orgId": 1, "uid": uid, "name": name, "type": kind, "access": "proxy",
+                    "url": format!("http://{uid}:1234"), "isDefault": i == 0, "readOnly": true })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn grafana_datasource_health(State(grafana): State<FakeGrafana>, UrlPath(uid): UrlPath<String>) -> Response {
+    match DATASOURCES.iter().find(|(u, _, _)| *u == uid) {
+        None => (StatusCode::NOT_FOUND, Json(json!({ "message": "Data source not found" }))).into_response(),
+        Some((_, _, "alertmanager")) => (StatusCode::NOT_FOUND, Json(json!({ "message": "Plugin not found" }))).into_response(),
+        Some(_) => match grafana.failing {
+            Some((failing, message)) if failing == uid => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "status": "ERROR", "message": message }))).into_response()
+            }
+            _ => Json(json!({ "status": "OK", "message": "Successfully queried the data source." })).into_response(),
+        },
+    }
+}
+
+async fn grafana_proxy_status(UrlPath(uid): UrlPath<String>) -> Response {
+    if uid == "alertmanager" {
+        Json(json!({ "cluster": { "status": "disabled" }, "versionInfo": { "version": "0.34.0" } })).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found").into_response()
+    }
+}
+
+async fn grafana_search(State(grafana): State<FakeGrafana>, Query(params): Query<HashMap<String, String>>) -> Json<Value> {
+    let in_vigie = params.get("type").is_some_and(|t| t == "dash-db") && params.get("folderUIDs").is_some_and(|f| f == "vigie");
+    let hits: Vec<Value> = if in_vigie {
+        grafana
+            .dashboards
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                json!({ "id": i + 10, "uid": uid, "title": format!("vigie / {uid}"), "url": format!("/d/{uid}/x"),
+                        "type": "dash-db", "tags": [], "isStarred": false, "folderId": 2, "folderUid": "vigie",
+                        "folderTitle": "vigie", "folderUrl": "/dashboards/f/vigie/vigie" })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Json(Value::Array(hits))
+}
+
+// ---- Alertmanager (the real one) ------------------------------------------
+
+struct Alertmanager {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Alertmanager {
+    /// Starts Debian's Alertmanager on the stack's configuration, a free
+    /// port, clustering off, and waits for `/-/ready`.
+    async fn start(dir: &Path) -> Alertmanager {
+        let binary = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+        std::fs::create_dir_all(dir).expect("create alertmanager dir");
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stack/alertmanager/alertmanager.yml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("create alertmanager.log");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn alertmanager");
+        let mut alertmanager = Alertmanager { child, addr, dir: dir.to_owned() };
+        let deadline = Instant::now() + ALERTMANAGER_READY;
+        loop {
+            if let Ok(Some(status)) = alertmanager.child.try_wait() {
+                panic!("alertmanager exited with {status} before it was ready:\n{}", alertmanager.log());
+            }
+            let ready = client().get(format!("http://{}/-/ready", alertmanager.addr)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return alertmanager;
+            }
+            assert!(Instant::now() < deadline, "alertmanager not ready within {ALERTMANAGER_READY:?}:\n{}", alertmanager.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("alertmanager.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- the real part of the stack -------------------------------------------
+
+/// Two backends, the router (blue active) writing the targets file that the
+/// real Prometheus reads, and optionally the real Alertmanager.
+struct RealStack {
+    prometheus: Prometheus,
+    alertmanager: Option<Alertmanager>,
+    router: Proc,
+    green: Proc,
+    blue: Proc,
+    targets_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl RealStack {
+    async fn start(tag: &str, with_alertmanager: bool) -> RealStack {
+        let dir = TempDir::new(tag);
+        let config = copy_stack_config(&dir.join("prometheus"));
+        let db = dir.join("tasks.db");
+        let blue = Proc::backend("blue", &db, &[]);
+        let green = Proc::backend("green", &db, &[]);
+        let targets_file = config.join("targets").join("backend.json");
+        let router = Proc::router(
+            &blue.url(""),
+            &green.url(""),
+            &dir.join("router"),
+            &["--targets-file", targets_file.to_str().expect("utf-8 path")],
+        );
+        set_static_target(&config, "router", &router.admin_addr.expect("admin address").to_string());
+        let alertmanager = if with_alertmanager {
+            let alertmanager = Alertmanager::start(&dir.join("alertmanager")).await;
+            set_static_target(&config, "alertmanager", &alertmanager.addr);
+            Some(alertmanager)
+        } else {
+            None
+        };
+        let prometheus = Prometheus::start(&config).await;
+        let stack = RealStack { prometheus, alertmanager, router, green, blue, targets_file, _dir: dir };
+        let expected = if with_alertmanager { 4 } else { 3 };
+        stack
+            .wait_for_targets(&format!("{expected} targets up"), |targets| {
+                targets.len() == expected && targets.iter().all(|t| t["health"] == "up")
+            })
+            .await;
+        stack
+    }
+
+    async fn wait_for_targets(&self, what: &str, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + SEEN_WITHIN;
+        loop {
+            let targets = self.prometheus.targets().await;
+            if done(&targets) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Prometheus: timed out after {SEEN_WITHIN:?} waiting for {what}; targets: {targets:#?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `--admin`, `--prometheus` and (when running) `--alertmanager`.
+    fn urls(&self) -> Vec<String> {
+        let mut args = strings(&["--admin", &self.router.admin_url(""), "--prometheus", &self.prometheus.url("")]);
+        if let Some(alertmanager) = &self.alertmanager {
+            args.extend(strings(&["--alertmanager", &format!("http://{}", alertmanager.addr)]));
+        }
+        args
+    }
+}
+
+const TOKEN_ENV: (&str, &str) = ("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN);
+
+fn role_of(target: &Value, color: &str) -> Option<String> {
+    (target["labels"]["job"] == "backend" && target["labels"]["color"] == color)
+        .then(|| target["labels"]["role"].as_str().unwrap_or("").to_owned())
+}
+
+// ---- tests ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
+    let stack = RealStack::start("doctor-healthy", true).await;
+    let loki = FakeLoki::new(true, &[("blue", 42), ("green", 3)]);
+    let loki_url = loki.serve().await;
+    let grafana_url = FakeGrafana::healthy().serve().await;
+    let mut args = stack.urls();
+    args.extend(strings(&["--loki", &loki_url, "--grafana", &grafana_url]));
+    let envs = [TOKEN_ENV, ("VIGIE_GRAFANA_USER", "admin"), ("VIGIE_GRAFANA_PASSWORD", "secret")];
+
+    let run = doctor(&args, &envs).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let lines = run.report_lines();
+    assert_eq!(lines.len(), 10, "{}", run.stdout);
+    assert!(lines.iter().all(|l| l.starts_with("ok ")), "every line ok:\n{}", run.stdout);
+    assert!(run.line("router active color").ends_with("blue (router) = blue (Prometheus role=\"active\")"));
+    assert!(run.line("prometheus targets").ends_with("4/4 up"), "{}", run.stdout);
+    assert!(run.line("prometheus rules").contains("alerting"), "{}", run.stdout);
+    assert!(run.line("loki logs").ends_with("blue: 42 lines in the last 5m (green: 3)"), "{}", run.stdout);
+    assert!(run.line("grafana datasources").ends_with("3/3 answer: prometheus, loki, alertmanager"), "{}", run.stdout);
+    assert!(run.line("grafana dashboards").ends_with("4/4 provisioned in folder vigie"), "{}", run.stdout);
+    assert!(run.stdout.contains("stack ok: 10 ok, 0 warnings, 0 failed, 0 skipped"), "{}", run.stdout);
+    assert!(
+        loki.queries().iter().any(|q| q == r#"sum by (color) (count_over_time({color=~"blue|green"}[5m]))"#),
+        "LogQL sent: {:?}",
+        loki.queries()
+    );
+
+    args.push("--json".to_owned());
+    let run = doctor(&args, &envs).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["counts"], json!({ "ok": 10, "warn": 0, "fail": 0, "skip": 0 }));
+    let checks = report["checks"].as_array().expect("checks array");
+    let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "router-active",
+            "prometheus-targets",
+            "prometheus-rules",
+            "prometheus-alerts",
+            "loki-ready",
+            "loki-logs",
+            "grafana-health",
+            "grafana-datasources",
+            "grafana-dashboards",
+            "alertmanager-ready"
+        ]
+    );
+    assert!(checks.iter().all(|c| c["status"] == "ok" && c["elapsed_ms"].is_u64()), "{report:#}");
+    assert_eq!(checks[0]["data"], json!({ "router": "blue", "prometheus": ["blue"] }));
+    assert_eq!(checks[1]["data"]["up"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router() {
+    let stack = RealStack::start("doctor-disagree", false).await;
+    // The router (blue active) rewrites this file only on a switch: swap the
+    // roles behind its back, as a stale or foreign file would.
+    let swapped = json!([
+        { "targets": [stack.green.addr.to_string()], "labels": { "color": "green", "role": "active" } },
+        { "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "standby" } },
+    ]);
+    let temp = stack.targets_file.with_extension("json.tmp");
+    std::fs::write(&temp, format!("{swapped}\n")).expect("write targets");
+    std::fs::rename(&temp, &stack.targets_file).expect("replace targets file");
+    stack
+        .wait_for_targets("green labelled active", |targets| {
+            targets.iter().any(|t| role_of(t, "green").as_deref() == Some("active"))
+                && targets.iter().any(|t| role_of(t, "blue").as_deref() == Some("standby"))
+        })
+        .await;
+
+    let mut args = stack.urls();
+    args.extend(strings(&["--skip", "loki,grafana,alertmanager"]));
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("router active color");
+    assert!(line.starts_with("FAIL "), "{line}");
+    assert!(line.contains("router: blue active, but Prometheus labels green role=\"active\""), "{line}");
+    assert!(line.contains(" — Prometheus takes the role labels from the targets file the router writes"), "{line}");
+    assert_eq!(run.status("prometheus targets"), "ok", "{}", run.stdout);
+    for skipped in ["loki ready", "loki logs", "grafana health", "grafana datasources", "grafana dashboards", "alertmanager ready"] {
+        assert_eq!(run.status(skipped), "skip", "{}", run.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_down_target_and_its_scrape_error() {
+    let mut stack = RealStack::start("doctor-down", false).await;
+    let green_instance = stack.green.addr.to_string();
+    stack.green.kill();
+    stack
+        .wait_for_targets("green down", |targets| {
+            targets.iter().any(|t| role_of(t, "green").is_some() && t["health"] == "down")
+        })
+        .await;
+
+    let mut args = stack.urls();
+    args.extend(strings(&["--skip", "loki,grafana,alertmanager", "--json"]));
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let targets = &report["checks"][1];
+    assert_eq!(targets["id"], "prometheus-targets");
+    assert_eq!(targets["status"], "fail", "{report:#}");
+    let detail = targets["detail"].as_str().expect("detail");
+    assert!(detail.starts_with("2/3 up; down: "), "{detail}");
+    assert!(detail.contains(&format!("backend/{green_instance} (green, standby): ")), "{detail}");
+    assert!(targets["hint"].as_str().is_some_and(|h| h.contains("docker compose ps backend-green")), "{targets:#}");
+    assert_eq!(targets["data"]["down"][0]["instance"], green_instance.as_str());
+    assert!(targets["data"]["down"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{targets:#}");
+    // The active color is still the one Prometheus labels active.
+    assert_eq!(report["checks"][0]["status"], "ok", "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
+    let refused = [dead_url(), dead_url(), dead_url(), dead_url()];
+    let silent = silent_server().await;
+    let args = strings(&[
+        "--admin",
+        &refused[0],
+        "--prometheus",
+        &refused[1],
+        "--loki",
+        &refused[2],
+        "--alertmanager",
+        &refused[3],
+        "--grafana",
+        &silent,
+        "--timeout",
+        "1s",
+    ]);
+    let run = doctor(&args, &[]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    // Concurrent checks, each at most two requests of 1 s.
+    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
+    let lines = run.report_lines();
+    assert_eq!(lines.len(), 10, "{}", run.stdout);
+    assert!(lines.iter().all(|l| l.starts_with("FAIL ")), "{}", run.stdout);
+    assert!(run.line("loki ready").contains(&format!("connection refused at {}/ready", refused[2])), "{}", run.stdout);
+    assert!(run.line("loki ready").contains("docker compose ps loki"), "{}", run.stdout);
+    assert!(run.line("alertmanager ready").contains(&format!("connection refused at {}/-/ready", refused[3])));
+    assert!(run.line("prometheus rules").contains(&format!("connection refused at {}/api/v1/rules", refused[1])));
+    assert!(run.line("router active color").contains(&format!("connection refused at {}/status", refused[0])));
+    assert!(run.line("grafana health").contains(&format!("no answer within 1s at {silent}/api/health")), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_color() {
+    let dir = TempDir::new("doctor-loki");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+    let only = |loki: &str| strings(&["--admin", &router.admin_url(""), "--loki", loki, "--skip", "prometheus,grafana,alertmanager"]);
+
+    let starting = FakeLoki::new(false, &[]).serve().await;
+    let run = doctor(&only(&starting), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("loki ready");
+    assert!(line.starts_with("FAIL "), "{line}");
+    assert!(line.contains(&format!("not ready: answered 503 at {starting}/ready: Ingester not ready")), "{line}");
+    assert_eq!(run.status("loki logs"), "FAIL", "{}", run.stdout);
+
+    // Blue is active; only green's lines reach Loki.
+    let silent_blue = FakeLoki::new(true, &[("green", 7)]);
+    let url = silent_blue.serve().await;
+    let mut args = only(&url);
+    args.extend(strings(&["--logs-window", "2m"]));
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status("loki ready"), "ok", "{}", run.stdout);
+    let line = run.line("loki logs");
+    assert!(line.contains("FAIL  loki logs"), "{line}");
+    assert!(line.contains("no line from the active color blue in the last 2m (green: 7)"), "{line}");
+    assert!(line.contains("docker compose ps promtail"), "{line}");
+    assert!(silent_blue.queries().iter().all(|q| q.ends_with("[2m]))")), "{:?}", silent_blue.queries());
+    // Prometheus is skipped: the router's color is not compared, not failed.
+    assert!(run.line("router active color").contains("router: blue active (Prometheus skipped: not compared)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
+    let grafana = FakeGrafana {
+        failing: Some(("loki", "Unable to connect with Loki. Please check the server logs for more details.")),
+        dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-stack"],
+    };
+    let url = grafana.serve().await;
+    // Anonymous: the data source list is forbidden, the expected uids are
+    // checked one by one (Alertmanager through the data source proxy).
+    let args = strings(&["--grafana", &url, "--skip", "router,prometheus,loki,alertmanager"]);
+    let run = doctor(&args, &[]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status("grafana health"), "ok", "{}", run.stdout);
+    assert!(run.line("grafana health").ends_with("database ok, version 13.2.0"));
+    let line = run.line("grafana datasources");
+    assert!(
+        line.contains(
+            "FAIL  grafana datasources  2/3 answer; loki: ERROR: Unable to connect with Loki. Please check the server \
+             logs for more details. (list not readable without a login: checked the expected uids)"
+        ),
+        "{line}"
+    );
+    let line = run.line("grafana dashboards");
+    assert!(line.contains("3/4 in folder vigie; missing: vigie-logs"), "{line}");
+    assert!(line.contains("provisioning"), "{line}");
+
+    // With a login the list is read, and a data source nobody expected is checked too.
+    let run = doctor(&args, &[("VIGIE_GRAFANA_USER", "admin"), ("VIGIE_GRAFANA_PASSWORD", "secret")]).await;
+    assert!(run.line("grafana datasources").contains("2/3 answer; loki: ERROR"), "{}", run.stdout);
+    assert!(!run.line("grafana datasources").contains("without a login"), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn router_check_asks_for_the_admin_token_when_refused() {
+    let dir = TempDir::new("doctor-token");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+    let args = strings(&["--admin", &router.admin_url(""), "--skip", "prometheus,loki,grafana,alertmanager"]);
+    let run = doctor(&args, &[]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("router active color");
+    assert!(line.contains("the admin API refused the request: answered 401"), "{line}");
+    assert!(line.contains("set VIGIE_ADMIN_TOKEN"), "{line}");
+
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+}
+
+#[tokio::test]
+async fn doctor_rejects_bad_flags_with_exit_status_2() {
+    for (args, complaint) in [
+        (vec!["--skip", "lokki"], "unknown check \"lokki\""),
+        (vec!["--timeout", "0s"], "more than 0"),
+        (vec!["--timeout", "soon"], "invalid duration"),
+        (vec!["--prometheus", "https://prometheus:9090"], "must be an http:// URL"),
+    ] {
+        let run = doctor(&strings(&args), &[]).await;
+        assert_eq!(run.code, 2, "{args:?}: stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(complaint), "{args:?}: {}", run.stderr);
+    }
+}

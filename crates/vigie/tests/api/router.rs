@@ -1,0 +1,594 @@
+//! `vigie router`, `vigie switch` and `vigie status` against real backends.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{client, dead_url, metric_value, require_program, Proc, TempDir, ADMIN_TOKEN};
+
+/// A blue and a green backend on one database, and a router in front.
+struct Stack {
+    dir: TempDir,
+    blue: Proc,
+    green: Proc,
+    router: Proc,
+}
+
+impl Stack {
+    fn start(tag: &str, router_extra: &[&str]) -> Stack {
+        let dir = TempDir::new(tag);
+        let db = dir.join("tasks.db");
+        let blue = Proc::backend("blue", &db, &[]);
+        let green = Proc::backend("green", &db, &[]);
+        let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), router_extra);
+        Stack { dir, blue, green, router }
+    }
+
+    fn targets_file(&self) -> std::path::PathBuf {
+        self.dir.join("targets").join("backend.json")
+    }
+}
+
+/// The color that answered `GET /api/info`, checked against the header.
+async fn served_by(router: &Proc) -> String {
+    let response = client().get(router.url("/api/info")).send().await.expect("GET /api/info");
+    assert_eq!(response.status(), 200);
+    let header = response.headers()["x-vigie-color"].to_str().expect("ascii").to_owned();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["color"], header.as_str(), "x-vigie-color must name the color that answered");
+    header
+}
+
+/// The targets file as (active color, active target, standby color, standby target).
+fn read_targets(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read targets file");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("targets file is not JSON ({e}): {text:?}"))
+}
+
+fn expected_targets(active: &Proc, active_color: &str, standby: &Proc, standby_color: &str) -> Value {
+    json!([
+        { "targets": [active.addr.to_string()], "labels": { "color": active_color, "role": "active" } },
+        { "targets": [standby.addr.to_string()], "labels": { "color": standby_color, "role": "standby" } },
+    ])
+}
+
+#[tokio::test]
+async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
+    let stack = Stack::start("router-moves", &[]);
+    for _ in 0..10 {
+        assert_eq!(served_by(&stack.router).await, "blue");
+    }
+    assert_eq!(read_targets(&stack.targets_file()), expected_targets(&stack.blue, "blue", &stack.green, "green"));
+
+    let (status, body) = stack.router.switch_to("green").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "ok");
+    assert_eq!((body["from"].as_str(), body["to"].as_str(), body["active"].as_str()), (Some("blue"), Some("green"), Some("green")));
+    assert_eq!(body["drained"], true);
+    assert!(body["drain_ms"].is_u64() && body["checks"].as_u64() >= Some(3), "{body}");
+    assert_eq!((body["state_saved"].as_bool(), body["targets_written"].as_bool()), (Some(true), Some(true)));
+
+    for _ in 0..10 {
+        assert_eq!(served_by(&stack.router).await, "green");
+    }
+    assert_eq!(read_targets(&stack.targets_file()), expected_targets(&stack.green, "green", &stack.blue, "blue"));
+    let status = stack.router.router_status().await;
+    assert_eq!(status["active"], "green");
+    assert_eq!(status["switches"], 1);
+    assert_eq!(status["upstreams"]["green"]["state"], "active");
+    assert_eq!(status["upstreams"]["blue"]["state"], "standby");
+    assert_eq!(status["upstreams"]["blue"]["url"], stack.blue.url(""));
+    assert!(status["since"].as_str().is_some_and(|s| s.ends_with('Z')), "{status}");
+
+    let metrics = stack.router.metrics_text().await;
+    let value = |name, labels| metric_value(&metrics, name, labels);
+    assert_eq!(value("vigie_router_requests_total", r#"color="blue",status_class="2xx""#), Some(10.0));
+    assert_eq!(value("vigie_router_requests_total", r#"color="green",status_class="2xx""#), Some(10.0));
+    assert_eq!(value("vigie_router_request_duration_seconds_count", r#"color="green",status_class="2xx""#), Some(10.0));
+    assert_eq!(value("vigie_router_active_color", r#"color="green""#), Some(1.0));
+    assert_eq!(value("vigie_router_active_color", r#"color="blue""#), Some(0.0));
+    assert_eq!(value("vigie_router_switches_total", r#"from="blue",to="green",result="ok""#), Some(1.0));
+    assert!(value("vigie_router_last_switch_timestamp_seconds", "").is_some_and(|t| t > 1.7e9), "{metrics}");
+
+    let logs = stack.router.logs();
+    let switch = logs.iter().find(|l| l["msg"] == "switch").expect("a switch log line");
+    assert_eq!((switch["from"].as_str(), switch["to"].as_str(), switch["result"].as_str()), (Some("blue"), Some("green"), Some("ok")));
+    assert!(switch["reason"].is_string() && switch["drain_ms"].is_u64() && switch["check_ms"].is_u64(), "{switch}");
+    let transitions: Vec<(String, String, String)> = logs
+        .iter()
+        .filter(|l| l["msg"] == "target state")
+        .map(|l| (l["color"].to_string(), l["from"].to_string(), l["to"].to_string()))
+        .collect();
+    assert_eq!(transitions.len(), 4, "standby→checking→active for green, active→draining→standby for blue: {transitions:?}");
+}
+
+#[tokio::test]
+async fn the_router_and_backend_log_lines_share_the_request_id() {
+    let stack = Stack::start("router-reqid", &[]);
+    let response =
+        client().get(stack.router.url("/api/info?x=1")).header("x-request-id", "trace-me-42").send().await.expect("GET");
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let generated = client().get(stack.router.url("/api/tasks")).send().await.expect("GET");
+    let generated = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+    assert_eq!(generated.len(), 36, "a UUID is generated when the client sends none");
+
+    for id in ["trace-me-42", generated.as_str()] {
+        let router_line = crate::helpers::eventually(Duration::from_secs(5), "router request line", || {
+            let logs = stack.router.logs();
+            async move { logs.into_iter().find(|l| l["msg"] == "request" && l["request_id"] == id) }
+        })
+        .await;
+        assert_eq!(router_line["target"], "http");
+        assert_eq!(router_line["level"], "info");
+        assert_eq!(router_line["method"], "GET");
+        assert_eq!(router_line["status"], 200);
+        assert_eq!(router_line["upstream_color"], "blue");
+        assert!(router_line["duration_ms"].is_f64(), "{router_line}");
+        assert!(router_line["path"].as_str().is_some_and(|p| p.starts_with("/api/")), "{router_line}");
+        crate::helpers::eventually(Duration::from_secs(5), "backend request line with the same id", || {
+            let logs = stack.blue.logs();
+            async move { logs.into_iter().find(|l| l["msg"] == "request" && l["request_id"] == id) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_targets_file_always_parses_and_agrees_during_switches() {
+    let stack = Stack::start("router-targets", &[]);
+    let path = stack.targets_file();
+    let blue_then_green = expected_targets(&stack.blue, "blue", &stack.green, "green");
+    let green_then_blue = expected_targets(&stack.green, "green", &stack.blue, "blue");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (path, stop) = (path.clone(), std::sync::Arc::clone(&stop));
+        let allowed = [blue_then_green.clone(), green_then_blue.clone()];
+        std::thread::spawn(move || {
+            let (mut reads, mut bad) = (0u64, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("<unreadable: {e}>"));
+                reads += 1;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(v) if allowed.contains(&v) => {}
+                    _ => bad.push(text),
+                }
+            }
+            (reads, bad)
+        })
+    };
+    let mut color = "blue";
+    for _ in 0..8 {
+        color = if color == "blue" { "green" } else { "blue" };
+        let (status, body) = stack.router.switch_to(color).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = if color == "green" { &green_then_blue } else { &blue_then_green };
+        assert_eq!(&read_targets(&path), expected, "the targets file names the new color once the switch answered");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, bad) = reader.join().expect("reader thread");
+    assert!(reads > 100, "the reader polled only {reads} times");
+    assert!(bad.is_empty(), "{} of {reads} reads saw a bad targets file, e.g. {:?}", bad.len(), bad.first());
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("dir")).expect("list").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("backend.json")], "no temp file is left behind");
+}
+
+#[tokio::test]
+async fn no_standby_target_lists_only_the_active_color() {
+    let stack = Stack::start("router-nostandby", &["--no-standby-target"]);
+    let expected = json!([{ "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "active" } }]);
+    assert_eq!(read_targets(&stack.targets_file()), expected);
+}
+
+#[tokio::test]
+async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothing() {
+    let dir = TempDir::new("router-refused");
+    let blue = Proc::backend("blue", &dir.join("tasks.db"), &[]);
+    let router = Proc::router(&blue.url(""), &dead_url(), dir.path(), &["--deploy-timeout", "1s"]);
+    let targets_before = std::fs::read(dir.join("targets/backend.json")).expect("targets file");
+
+    let started = Instant::now();
+    let (status, body) = router.switch_to("green").await;
+    assert!(started.elapsed() < Duration::from_secs(4), "refusal is bounded by the deploy timeout");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "not_ready");
+    assert_eq!(body["result"], "refused");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("green is not ready")), "{body}");
+
+    assert_eq!(served_by(&router).await, "blue");
+    assert_eq!(router.router_status().await["active"], "blue");
+    assert_eq!(router.router_status().await["switches"], 0);
+    assert_eq!(std::fs::read(dir.join("targets/backend.json")).expect("targets"), targets_before);
+    assert!(!dir.join("state.json").exists(), "a refused switch saves no state");
+    let metrics = router.metrics_text().await;
+    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="green",result="refused""#), Some(1.0));
+    assert_eq!(metric_value(&metrics, "vigie_router_active_color", r#"color="blue""#), Some(1.0));
+    let line = router.logs().into_iter().find(|l| l["msg"] == "switch").expect("switch log line");
+    assert_eq!((line["result"].as_str(), line["level"].as_str()), (Some("refused"), Some("warn")));
+
+    let (code, _stdout, stderr) = router.cli(&["switch", "green"], Some(ADMIN_TOKEN));
+    assert_eq!(code, 1, "a refused switch exits 1; stderr: {stderr}");
+    assert!(stderr.contains("switch refused") && stderr.contains("not ready"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
+    let dir = TempDir::new("router-notready");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    // A backend shutting down answers /health/ready with 503 but still serves.
+    let green = Proc::backend("green", &db, &["--shutdown-delay", "30s"]);
+    green.terminate();
+    crate::helpers::eventually(Duration::from_secs(5), "green readiness 503", || async {
+        let r = client().get(green.url("/health/ready")).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &["--deploy-timeout", "1s"]);
+    let (status, body) = router.switch_to("green").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("503")), "{body}");
+    assert_eq!(served_by(&router).await, "blue");
+}
+
+#[tokio::test]
+async fn unknown_colors_and_malformed_switch_requests_get_400() {
+    let stack = Stack::start("router-400", &[]);
+    let post = |body: &'static str| {
+        client()
+            .post(stack.router.admin_url("/switch"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, kind) in [
+        (r#"{"to":"purple"}"#, "unknown_color"),
+        (r#"{"to":"Green"}"#, "unknown_color"),
+        ("not json", "bad_request"),
+        ("{}", "bad_request"),
+        (r#"{"to":"green","extra":1}"#, "bad_request"),
+    ] {
+        let response = post(body).await.expect("POST /switch");
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.expect("json error");
+        assert_eq!(answer["error"], kind, "{body}: {answer}");
+        assert!(answer["message"].is_string());
+    }
+    let response = client().get(stack.router.admin_url("/nope")).send().await.expect("GET");
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.json::<Value>().await.expect("json")["error"], "not_found");
+    assert_eq!(stack.router.router_status().await["active"], "blue");
+}
+
+#[tokio::test]
+async fn switching_to_the_active_color_changes_nothing() {
+    let stack = Stack::start("router-noop", &[]);
+    let (status, body) = stack.router.switch_to("blue").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "noop");
+    assert_eq!(stack.router.router_status().await["switches"], 0);
+    let metrics = stack.router.metrics_text().await;
+    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="blue",result="noop""#), Some(1.0));
+    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="green",result="refused""#), Some(0.0), "every outcome starts at 0");
+    assert_eq!(metric_value(&metrics, "vigie_router_last_switch_timestamp_seconds", ""), Some(0.0));
+}
+
+#[tokio::test]
+async fn the_active_color_survives_a_restart() {
+    let dir = TempDir::new("router-restart");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let mut router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
+    assert_eq!(router.switch_to("green").await.0, 200);
+    let since = router.router_status().await["since"].clone();
+    router.terminate();
+    assert!(router.wait_exit(Duration::from_secs(10)).success());
+    std::fs::remove_file(dir.join("targets/backend.json")).expect("remove targets file");
+
+    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
+    let status = router.router_status().await;
+    assert_eq!(status["active"], "green");
+    assert_eq!(status["since"], since);
+    assert_eq!(status["switches"], 1);
+    assert_eq!(served_by(&router).await, "green");
+    assert_eq!(read_targets(&dir.join("targets/backend.json")), expected_targets(&green, "green", &blue, "blue"));
+    let metrics = router.metrics_text().await;
+    assert_eq!(metric_value(&metrics, "vigie_router_active_color", r#"color="green""#), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
+    let dir = TempDir::new("router-corrupt");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    std::fs::write(dir.join("state.json"), "{\"active\":\"gre").expect("write corrupt state");
+    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
+    assert_eq!(served_by(&router).await, "blue");
+    let line = router.logs().into_iter().find(|l| l["level"] == "error").expect("an error line about the state file");
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("state.json")), "{line}");
+    // The next switch replaces the unusable file.
+    assert_eq!(router.switch_to("green").await.0, 200);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state")).expect("json");
+    assert_eq!(saved["active"], "green");
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_a_missing_or_wrong_token() {
+    let stack = Stack::start("router-auth", &[]);
+    let router = &stack.router;
+    for token in [None, Some("wrong-token"), Some("")] {
+        for (method, path) in [("GET", "/status"), ("POST", "/switch")] {
+            let mut request = client().request(method.parse().expect("method"), router.admin_url(path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.json(&json!({ "to": "green" })).send().await.expect("admin call");
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert_eq!(response.json::<Value>().await.expect("json")["error"], "unauthorized");
+        }
+    }
+    assert_eq!(router.router_status().await["active"], "blue", "nothing switched");
+    for open in ["/metrics", "/health/live"] {
+        let response = client().get(router.admin_url(open)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "{open} needs no token (Prometheus and health checks)");
+    }
+    let (code, _, stderr) = router.cli(&["status"], None);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("401") && stderr.contains("VIGIE_ADMIN_TOKEN"), "{stderr}");
+    let (code, _, _) = router.cli(&["switch", "green"], Some("wrong"));
+    assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn cli_switch_and_status_print_summaries_or_json_and_exit_0_on_ok_and_noop() {
+    let stack = Stack::start("router-cli", &[]);
+    let router = &stack.router;
+    let token = Some(ADMIN_TOKEN);
+
+    let (code, stdout, stderr) = router.cli(&["status"], token);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("active: blue"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("green") && l.contains("standby")), "{stdout}");
+
+    let (code, stdout, stderr) = router.cli(&["switch", "green", "--reason", "release 1.2"], token);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("switched blue -> green"), "{stdout}");
+    let line = router.logs().into_iter().find(|l| l["msg"] == "switch").expect("switch line");
+    assert_eq!(line["reason"], "release 1.2");
+
+    let (code, stdout, _) = router.cli(&["switch", "green"], token);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("already active"), "{stdout}");
+
+    let (code, stdout, _) = router.cli(&["switch", "blue", "--json"], token);
+    assert_eq!(code, 0);
+    let answer: Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
+    assert_eq!((answer["result"].as_str(), answer["active"].as_str()), (Some("ok"), Some("blue")));
+
+    let (code, stdout, _) = router.cli(&["status", "--json"], token);
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
+    assert_eq!((status["active"].as_str(), status["switches"].as_u64()), (Some("blue"), Some(2)));
+
+    let (code, _, stderr) = router.cli(&["switch", "purple"], token);
+    assert_eq!(code, 2, "clap rejects an unknown color: {stderr}");
+    let unreachable = std::process::Command::new(crate::helpers::vigie_bin())
+        .args(["status", "--admin", &dead_url(), "--timeout", "3s"])
+        .output()
+        .expect("run vigie status");
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the admin API"));
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_answers_502_fast_and_the_router_stays_up() {
+    let dir = TempDir::new("router-502");
+    let router = Proc::router(&dead_url(), &dead_url(), dir.path(), &[]);
+    for method in ["GET", "POST"] {
+        let started = Instant::now();
+        let response = client()
+            .request(method.parse().expect("method"), router.url("/api/tasks"))
+            .json(&json!({ "title": "x" }))
+            .send()
+            .await
+            .expect("the router answers");
+        assert!(started.elapsed() < Duration::from_secs(2), "a refused connect fails fast");
+        assert_eq!(response.status(), 502);
+        assert_eq!(response.headers()["x-vigie-color"], "blue");
+        let body: Value = response.json().await.expect("json error");
+        assert_eq!(body["error"], "upstream_unreachable");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("blue")), "{body}");
+    }
+    let metrics = router.metrics_text().await;
+    assert_eq!(metric_value(&metrics, "vigie_router_upstream_errors_total", r#"color="blue",kind="connect""#), Some(2.0));
+    assert_eq!(metric_value(&metrics, "vigie_router_requests_total", r#"color="blue",status_class="5xx""#), Some(2.0));
+    let line = router.logs().into_iter().find(|l| l["msg"] == "request").expect("request line");
+    assert_eq!((line["level"].as_str(), line["status"].as_u64()), (Some("error"), Some(502)));
+    let status = router.router_status().await;
+    assert_eq!(status["active"], "blue");
+    crate::helpers::eventually(Duration::from_secs(5), "background probe marks blue unhealthy", || {
+        let router = &router;
+        async move { (router.router_status().await["upstreams"]["blue"]["healthy"] == false).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_upstream_answers_504_within_the_request_timeout() {
+    let dir = TempDir::new("router-504");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &["--fault-latency-ms", "3000"]);
+    let router = Proc::router(&blue.url(""), &dead_url(), dir.path(), &["--request-timeout", "300ms"]);
+    let started = Instant::now();
+    let response = client().get(router.url("/api/info")).send().await.expect("the router answers");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(response.status(), 504);
+    assert_eq!(response.json::<Value>().await.expect("json")["error"], "upstream_timeout");
+    let metrics = router.metrics_text().await;
+    assert_eq!(metric_value(&metrics, "vigie_router_upstream_errors_total", r#"color="blue",kind="timeout""#), Some(1.0));
+    // Probes are not delayed (fault injection covers /api/* only): still fine.
+    assert_eq!(client().get(router.url("/health/live")).send().await.expect("GET").status(), 200);
+}
+
+/// A minimal upstream that answers every request with its request head as
+/// the body (and the number of body bytes it read), or with `size` bytes
+/// for `GET /big/<size>`. Also sends hop-by-hop response headers.
+async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 64 * 1024];
+                let head_end = loop {
+                    if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                    if buffer.len() > 64 * 1024 {
+                        return;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut read = buffer.len() - head_end;
+                while read < length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let body = match head.split_whitespace().nth(1).and_then(|p| p.strip_prefix("/big/")) {
+                    Some(size) => "x".repeat(size.parse().unwrap_or(0)),
+                    None => format!("{head}body-bytes: {read}\n"),
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close, x-resp-hop\r\nx-resp-hop: 1\r\nx-resp-kept: 1\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn proxied_requests_carry_forwarding_headers_stream_bodies_and_drop_hop_by_hop_headers() {
+    let dir = TempDir::new("router-headers");
+    let (echo, _task) = echo_upstream().await;
+    let router = Proc::router(&echo, &dead_url(), dir.path(), &[]);
+    let response = client()
+        .post(router.url("/api/echo?q=1"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("connection", "x-client-hop")
+        .header("x-client-hop", "secret")
+        .header("proxy-authorization", "Basic abc")
+        .header("x-request-id", "echo-1")
+        .header("x-kept", "yes")
+        .body(vec![b'a'; 3 * 1024 * 1024])
+        .send()
+        .await
+        .expect("POST through the router");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-resp-kept"], "1");
+    assert!(response.headers().get("x-resp-hop").is_none(), "response hop-by-hop headers are removed");
+    let seen = response.text().await.expect("echo body");
+    assert!(seen.starts_with("post /api/echo?q=1 http/1.1"), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\r\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
+    assert!(seen.contains("x-request-id: echo-1\r\n"), "{seen}");
+    assert!(seen.contains("x-kept: yes\r\n"), "{seen}");
+    assert!(seen.contains(&format!("host: {}\r\n", router.addr)), "the client's Host is kept: {seen}");
+    assert!(!seen.contains("x-client-hop") && !seen.contains("proxy-authorization"), "{seen}");
+    assert!(seen.contains(&format!("body-bytes: {}\n", 3 * 1024 * 1024)), "the whole body is streamed: {seen}");
+
+    let big = client().get(router.url("/big/8000000")).send().await.expect("GET big");
+    assert_eq!(big.bytes().await.expect("big body").len(), 8_000_000);
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let dir = TempDir::new("router-sigterm");
+    let blue = Proc::backend("blue", &dir.join("tasks.db"), &["--fault-latency-ms", "1000"]);
+    let mut router = Proc::router(&blue.url(""), &dead_url(), dir.path(), &[]);
+    let slow = tokio::spawn(client().get(router.url("/api/info")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    router.terminate();
+    let response = slow.await.expect("join").expect("the in-flight request completes");
+    assert_eq!(response.status(), 200);
+    assert!(router.wait_exit(Duration::from_secs(5)).success());
+    assert!(router.logs().iter().any(|l| l["msg"] == "stopped"));
+}
+
+#[tokio::test]
+async fn router_metrics_follow_prometheus_conventions() {
+    let stack = Stack::start("router-metrics", &[]);
+    served_by(&stack.router).await;
+    assert_eq!(stack.router.switch_to("green").await.0, 200);
+    let metrics = stack.router.metrics_text().await;
+    for name in [
+        "vigie_router_requests_total",
+        "vigie_router_request_duration_seconds_bucket",
+        "vigie_router_upstream_errors_total",
+        "vigie_router_active_color",
+        "vigie_router_switches_total",
+        "vigie_router_last_switch_timestamp_seconds",
+        "vigie_build_info",
+        "vigie_log_lines_dropped_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name} missing:\n{metrics}");
+    }
+    assert!(metrics.contains(r#"vigie_build_info{version=""#) && metrics.contains(r#"role="router""#), "{metrics}");
+    let promtool = require_program("promtool", "prometheus");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), metrics.as_bytes()).expect("feed promtool");
+    let output = child.wait_with_output().expect("promtool output");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn bad_router_flags_exit_2_with_a_clear_message() {
+    for (flag, value) in [
+        ("--connect-timeout", "ten"),
+        ("--blue", "https://backend-blue:3000"),
+        ("--green", "http://backend-green:3000/api"),
+        ("--health-check-successes", "0"),
+        ("--listen", "nowhere"),
+    ] {
+        let output = std::process::Command::new(crate::helpers::vigie_bin())
+            .args(["router", flag, value])
+            .output()
+            .expect("run vigie router");
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flag), "{flag}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
