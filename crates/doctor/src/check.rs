@@ -19,8 +19,13 @@ pub enum Component {
 }
 
 impl Component {
-    pub const ALL: [Component; 5] =
-        [Component::Router, Component::Prometheus, Component::Loki, Component::Grafana, Component::Alertmanager];
+    pub const ALL: [Component; 5] = [
+        Component::Router,
+        Component::Prometheus,
+        Component::Loki,
+        Component::Grafana,
+        Component::Alertmanager,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,7 +153,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn new(status: Status, detail: impl Into<String>) -> Self {
-        Outcome { status, detail: detail.into(), hint: None, data: Value::Null }
+        Outcome {
+            status,
+            detail: detail.into(),
+            hint: None,
+            data: Value::Null,
+        }
     }
 
     pub fn ok(detail: impl Into<String>) -> Self {
@@ -179,17 +189,33 @@ impl Outcome {
 pub struct Failure {
     pub detail: String,
     pub hint: Option<String>,
+    /// No answer at all (refused, timed out), as opposed to a bad one.
+    pub unreachable: bool,
 }
 
 impl Failure {
     pub fn new(detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        Failure { detail: detail.into(), hint: Some(hint.into()) }
+        Failure {
+            detail: detail.into(),
+            hint: Some(hint.into()),
+            unreachable: false,
+        }
+    }
+
+    pub fn unreachable(mut self) -> Self {
+        self.unreachable = true;
+        self
     }
 }
 
 impl From<Failure> for Outcome {
     fn from(failure: Failure) -> Self {
-        Outcome { status: Status::Fail, detail: failure.detail, hint: failure.hint, data: Value::Null }
+        Outcome {
+            status: Status::Fail,
+            detail: failure.detail,
+            hint: failure.hint,
+            data: Value::Null,
+        }
     }
 }
 

@@ -71,8 +71,9 @@ pub struct Args {
     #[arg(long, env = "VIGIE_GRAFANA_USER", value_name = "USER")]
     pub grafana_user: Option<String>,
     /// Grafana password for --grafana-user.
-    #[arg(long, env = "VIGIE_GRAFANA_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
-    pub grafana_password: Option<String>,
+    #[arg(long, env = "VIGIE_GRAFANA_PASSWORD", value_name = "PASSWORD", hide_env_values = true,
+          value_parser = parse_secret)]
+    pub grafana_password: Option<Secret>,
     /// Grafana data source uids that must answer their health check (comma-separated).
     #[arg(long, env = "VIGIE_GRAFANA_DATASOURCES", value_name = "UIDS", value_delimiter = ',',
           default_value = defaults::GRAFANA_DATASOURCES)]
@@ -101,6 +102,20 @@ pub struct Args {
     pub json: bool,
 }
 
+/// A password: kept out of `Debug` output.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret(text.to_owned()))
+}
+
 /// The base URL of each service, defaults resolved.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -114,12 +129,22 @@ pub struct Endpoints {
 impl Args {
     pub fn endpoints(&self) -> Endpoints {
         let pick = |given: &Option<String>, host: &str, compose: &str| {
-            given.clone().unwrap_or_else(|| if self.compose { compose } else { host }.to_owned())
+            given
+                .clone()
+                .unwrap_or_else(|| if self.compose { compose } else { host }.to_owned())
         };
         Endpoints {
             admin: pick(&self.admin, defaults::ADMIN_URL, defaults::COMPOSE_ADMIN_URL),
-            prometheus: pick(&self.prometheus, defaults::PROMETHEUS_URL, defaults::COMPOSE_PROMETHEUS_URL),
-            alertmanager: pick(&self.alertmanager, defaults::ALERTMANAGER_URL, defaults::COMPOSE_ALERTMANAGER_URL),
+            prometheus: pick(
+                &self.prometheus,
+                defaults::PROMETHEUS_URL,
+                defaults::COMPOSE_PROMETHEUS_URL,
+            ),
+            alertmanager: pick(
+                &self.alertmanager,
+                defaults::ALERTMANAGER_URL,
+                defaults::COMPOSE_ALERTMANAGER_URL,
+            ),
             loki: pick(&self.loki, defaults::LOKI_URL, defaults::COMPOSE_LOKI_URL),
             grafana: pick(&self.grafana, defaults::GRAFANA_URL, defaults::COMPOSE_GRAFANA_URL),
         }
@@ -132,7 +157,10 @@ impl Args {
 
     /// Whether every check of `component` was skipped.
     pub fn skips_component(&self, component: Component) -> bool {
-        CheckId::ALL.iter().filter(|id| id.component() == component).all(|id| self.skips(*id))
+        CheckId::ALL
+            .iter()
+            .filter(|id| id.component() == component)
+            .all(|id| self.skips(*id))
     }
 
     /// Empty entries of the comma-separated lists (`a,,b`) are ignored.
@@ -146,7 +174,12 @@ impl Args {
 }
 
 fn non_empty(items: &[String]) -> Vec<String> {
-    items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An `http://host[:port][/prefix]` URL, without its trailing slash. Only
@@ -154,7 +187,9 @@ fn non_empty(items: &[String]) -> Vec<String> {
 pub fn parse_base_url(text: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
     if url.scheme() != "http" {
-        return Err(format!("{text:?} must be an http:// URL (the stack's services speak plain HTTP)"));
+        return Err(format!(
+            "{text:?} must be an http:// URL (the stack's services speak plain HTTP)"
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("{text:?} has no host"));
@@ -203,8 +238,14 @@ mod tests {
 
     #[test]
     fn base_urls_lose_their_trailing_slash_and_must_be_http() {
-        assert_eq!(parse_base_url("http://127.0.0.1:9090/").as_deref(), Ok("http://127.0.0.1:9090"));
-        assert_eq!(parse_base_url("http://grafana:3000/sub/").as_deref(), Ok("http://grafana:3000/sub"));
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:9090/").as_deref(),
+            Ok("http://127.0.0.1:9090")
+        );
+        assert_eq!(
+            parse_base_url("http://grafana:3000/sub/").as_deref(),
+            Ok("http://grafana:3000/sub")
+        );
         assert!(parse_base_url("https://grafana:3000").is_err());
         assert!(parse_base_url("grafana:3000").is_err());
         assert!(parse_base_url("http://grafana:3000/?x=1").is_err());

@@ -22,14 +22,20 @@ pub enum Auth<'a> {
 pub enum Credentials {
     #[default]
     None,
-    Basic { user: String, password: Option<String> },
+    Basic {
+        user: String,
+        password: Option<String>,
+    },
 }
 
 impl Credentials {
     pub fn auth(&self) -> Auth<'_> {
         match self {
             Credentials::None => Auth::None,
-            Credentials::Basic { user, password } => Auth::Basic { user, password: password.as_deref() },
+            Credentials::Basic { user, password } => Auth::Basic {
+                user,
+                password: password.as_deref(),
+            },
         }
     }
 }
@@ -80,7 +86,9 @@ impl Answer {
         let text = String::from_utf8_lossy(&self.body);
         let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         let field = parsed.as_ref().and_then(|v| {
-            ["message", "error"].iter().find_map(|k| v.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
+            ["message", "error"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(serde_json::Value::as_str).map(str::to_owned))
         });
         let text = field.unwrap_or_else(|| text.into_owned());
         let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -128,7 +136,10 @@ impl Http {
         // covers reading the body chunk by chunk.
         match tokio::time::timeout(self.timeout, self.exchange(url, query, auth)).await {
             Ok(result) => result,
-            Err(_) => Err(HttpError::Timeout { url: url.to_owned(), timeout: human_duration(self.timeout) }),
+            Err(_) => Err(HttpError::Timeout {
+                url: url.to_owned(),
+                timeout: human_duration(self.timeout),
+            }),
         }
     }
 
@@ -147,17 +158,27 @@ impl Http {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.describe(url, &e))? {
             if body.len() + chunk.len() > defaults::MAX_BODY_BYTES {
-                return Err(HttpError::TooLarge { url: url.to_owned(), limit: defaults::MAX_BODY_BYTES });
+                return Err(HttpError::TooLarge {
+                    url: url.to_owned(),
+                    limit: defaults::MAX_BODY_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer { url: url.to_owned(), status, body })
+        Ok(Answer {
+            url: url.to_owned(),
+            status,
+            body,
+        })
     }
 
     fn describe(&self, url: &str, error: &reqwest::Error) -> HttpError {
         let url = url.to_owned();
         if error.is_timeout() {
-            return HttpError::Timeout { url, timeout: human_duration(self.timeout) };
+            return HttpError::Timeout {
+                url,
+                timeout: human_duration(self.timeout),
+            };
         }
         let cause = root_cause(error);
         if error.is_connect() {
@@ -206,14 +227,27 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: &str) -> Answer {
-        Answer { url: "http://x/y".to_owned(), status, body: body.as_bytes().to_vec() }
+        Answer {
+            url: "http://x/y".to_owned(),
+            status,
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn snippets_prefer_the_message_field_and_stay_on_one_line() {
-        assert_eq!(answer(400, r#"{"status":"ERROR","message":"dial tcp: refused"}"#).snippet(), "dial tcp: refused");
-        assert_eq!(answer(400, r#"{"status":"error","error":"bad_data"}"#).snippet(), "bad_data");
-        assert_eq!(answer(503, "Ingester not ready:\nwaiting for 15s\n").snippet(), "Ingester not ready: waiting for 15s");
+        assert_eq!(
+            answer(400, r#"{"status":"ERROR","message":"dial tcp: refused"}"#).snippet(),
+            "dial tcp: refused"
+        );
+        assert_eq!(
+            answer(400, r#"{"status":"error","error":"bad_data"}"#).snippet(),
+            "bad_data"
+        );
+        assert_eq!(
+            answer(503, "Ingester not ready:\nwaiting for 15s\n").snippet(),
+            "Ingester not ready: waiting for 15s"
+        );
         let long = "x".repeat(500);
         assert_eq!(answer(500, &long).snippet().chars().count(), SNIPPET_CHARS + 1);
         assert_eq!(answer(503, "").unexpected(), "answered 503 at http://x/y");
@@ -252,8 +286,18 @@ mod tests {
         });
         let http = Http::new(Duration::from_millis(300)).expect("client");
         let started = std::time::Instant::now();
-        let error = http.get(&format!("http://{addr}/-/ready"), &[], Auth::None).await.expect_err("no answer");
-        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-        assert_eq!(error.to_string(), format!("no answer within 300ms at http://{addr}/-/ready"));
+        let error = http
+            .get(&format!("http://{addr}/-/ready"), &[], Auth::None)
+            .await
+            .expect_err("no answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("no answer within 300ms at http://{addr}/-/ready")
+        );
     }
 }

@@ -39,5 +39,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.text());
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

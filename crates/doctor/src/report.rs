@@ -35,7 +35,11 @@ impl Report {
                 Status::Skip => counts.skip += 1,
             }
         }
-        Report { ok: counts.fail == 0, counts, checks }
+        Report {
+            ok: counts.fail == 0,
+            counts,
+            checks,
+        }
     }
 
     /// `ok    prometheus targets   9/9 up`, then a summary line.
@@ -85,7 +89,11 @@ mod tests {
 
     fn report() -> Report {
         Report::new(vec![
-            CheckResult::new(CheckId::PrometheusTargets, Outcome::ok("9/9 up"), Duration::from_millis(3)),
+            CheckResult::new(
+                CheckId::PrometheusTargets,
+                Outcome::ok("9/9 up"),
+                Duration::from_millis(3),
+            ),
             CheckResult::new(
                 CheckId::LokiReady,
                 Outcome::fail("connection refused at http://127.0.0.1:3100/ready")

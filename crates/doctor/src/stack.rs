@@ -59,6 +59,19 @@ struct TargetsData {
     active_targets: Vec<Target>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryData {
+    #[serde(default)]
+    result: Vec<Sample>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+}
+
 pub struct Stack {
     pub args: Args,
     pub urls: Endpoints,
@@ -71,7 +84,13 @@ impl Stack {
     pub fn new(args: Args) -> anyhow::Result<Self> {
         let http = Http::new(args.timeout)?;
         let urls = args.endpoints();
-        Ok(Stack { args, urls, http, router_status: OnceCell::new(), targets: OnceCell::new() })
+        Ok(Stack {
+            args,
+            urls,
+            http,
+            router_status: OnceCell::new(),
+            targets: OnceCell::new(),
+        })
     }
 
     pub fn skips(&self, id: CheckId) -> bool {
@@ -89,7 +108,10 @@ impl Stack {
 
     /// The hint for a service that cannot be reached.
     pub fn unreachable_hint(service: &str) -> String {
-        format!("is the {service} container running? {}; docker compose logs {service} --tail 50", Stack::compose_ps(service))
+        format!(
+            "is the {service} container running? {}; docker compose logs {service} --tail 50",
+            Stack::compose_ps(service)
+        )
     }
 
     /// `GET <prometheus><path>` and the `data` of a successful answer.
@@ -99,9 +121,15 @@ impl Stack {
         query: &[(&str, &str)],
     ) -> Result<T, Failure> {
         let url = format!("{}{path}", self.urls.prometheus);
-        let answer = self.http.get(&url, query, Auth::None).await.map_err(|e| self.prometheus_unreachable(&e))?;
+        let answer = self
+            .http
+            .get(&url, query, Auth::None)
+            .await
+            .map_err(|e| self.prometheus_unreachable(&e))?;
         // Errors come with a 4xx/5xx status and the same envelope.
-        let envelope: PromEnvelope<T> = answer.json().map_err(|e| Failure::new(e.to_string(), "is this Prometheus?"))?;
+        let envelope: PromEnvelope<T> = answer
+            .json()
+            .map_err(|e| Failure::new(e.to_string(), "is this Prometheus?"))?;
         match (envelope.status.as_str(), envelope.data) {
             ("success", Some(data)) if answer.is_success() => Ok(data),
             _ => Err(Failure::new(
@@ -119,9 +147,29 @@ impl Stack {
         Failure::new(error.to_string(), Stack::unreachable_hint("prometheus"))
     }
 
+    /// Whether the admin URL is the host default nobody chose: compose does
+    /// not publish the admin port, so from the host it cannot answer.
+    pub fn admin_is_host_default(&self) -> bool {
+        self.args.admin.is_none() && !self.args.compose
+    }
+
+    /// The label `label` of each series of an instant query's vector result
+    /// (https://prometheus.io/docs/prometheus/latest/querying/api/#instant-queries).
+    pub async fn prometheus_query_labels(&self, promql: &str, label: &str) -> Result<Vec<String>, Failure> {
+        let data: QueryData = self.prometheus_api("/api/v1/query", &[("query", promql)]).await?;
+        Ok(data
+            .result
+            .iter()
+            .map(|s| s.metric.get(label).cloned().unwrap_or_default())
+            .collect())
+    }
+
     /// The router's `/status`, asked once.
     pub async fn router_status(&self) -> Result<RouterStatus, Failure> {
-        self.router_status.get_or_init(|| self.fetch_router_status()).await.clone()
+        self.router_status
+            .get_or_init(|| self.fetch_router_status())
+            .await
+            .clone()
     }
 
     async fn fetch_router_status(&self) -> Result<RouterStatus, Failure> {
@@ -136,15 +184,20 @@ impl Stack {
                      run `docker compose exec router vigie doctor --compose`",
                 );
             }
-            Failure::new(e.to_string(), hint)
+            Failure::new(e.to_string(), hint).unreachable()
         })?;
         match answer.status {
-            200 => answer.json().map_err(|e| Failure::new(e.to_string(), "is this the vigie router's admin API?")),
+            200 => answer
+                .json()
+                .map_err(|e| Failure::new(e.to_string(), "is this the vigie router's admin API?")),
             401 | 403 => Err(Failure::new(
                 format!("the admin API refused the request: {}", answer.unexpected()),
                 "set VIGIE_ADMIN_TOKEN to the router's admin token",
             )),
-            _ => Err(Failure::new(answer.unexpected(), "docker compose logs router --tail 50")),
+            _ => Err(Failure::new(
+                answer.unexpected(),
+                "docker compose logs router --tail 50",
+            )),
         }
     }
 
@@ -172,7 +225,11 @@ impl Stack {
     /// The active color: the router's word, else what Prometheus labels
     /// active (when the router cannot be asked).
     pub async fn active_color(&self) -> Result<String, Failure> {
-        let router = if self.skips(CheckId::RouterActive) { None } else { Some(self.router_status().await) };
+        let router = if self.skips(CheckId::RouterActive) {
+            None
+        } else {
+            Some(self.router_status().await)
+        };
         match router {
             Some(Ok(status)) => Ok(status.active.to_string()),
             router => {

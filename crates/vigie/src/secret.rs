@@ -37,9 +37,15 @@ fn generate() -> String {
 }
 
 fn write_atomically(path: &Path, secret: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")
+    ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
@@ -54,13 +60,28 @@ mod tests {
     async fn generates_once_then_keeps_and_honours_a_given_value() {
         let dir = std::env::temp_dir().join(format!("vigie-secret-{}", std::process::id()));
         let file = dir.join("sub").join("pw");
-        run(Args { file: file.clone(), value: String::new() }).await.expect("generate");
+        run(Args {
+            file: file.clone(),
+            value: String::new(),
+        })
+        .await
+        .expect("generate");
         let first = std::fs::read_to_string(&file).expect("read");
         assert_eq!(first.len(), 40);
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
-        run(Args { file: file.clone(), value: String::new() }).await.expect("keep");
+        run(Args {
+            file: file.clone(),
+            value: String::new(),
+        })
+        .await
+        .expect("keep");
         assert_eq!(std::fs::read_to_string(&file).expect("read"), first);
-        run(Args { file: file.clone(), value: " chosen ".into() }).await.expect("given");
+        run(Args {
+            file: file.clone(),
+            value: " chosen ".into(),
+        })
+        .await
+        .expect("given");
         assert_eq!(std::fs::read_to_string(&file).expect("read"), "chosen");
         let _ = std::fs::remove_dir_all(&dir);
     }

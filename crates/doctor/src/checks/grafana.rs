@@ -26,7 +26,10 @@ const AUTH_HINT: &str = "give a Grafana login with --grafana-user/--grafana-pass
 
 fn credentials(stack: &Stack) -> Credentials {
     match &stack.args.grafana_user {
-        Some(user) => Credentials::Basic { user: user.clone(), password: stack.args.grafana_password.clone() },
+        Some(user) => Credentials::Basic {
+            user: user.clone(),
+            password: stack.args.grafana_password.as_ref().map(|secret| secret.0.clone()),
+        },
         None => Credentials::None,
     }
 }
@@ -106,7 +109,11 @@ pub async fn datasources(stack: &Stack) -> Outcome {
         match &listed {
             Some(list) => match list.iter().find(|ds| &ds.uid == uid) {
                 Some(ds) => to_check.push((uid.clone(), Some(ds.kind.clone()))),
-                None => verdicts.push(Verdict { uid: uid.clone(), ok: false, message: "not provisioned".to_owned() }),
+                None => verdicts.push(Verdict {
+                    uid: uid.clone(),
+                    ok: false,
+                    message: "not provisioned".to_owned(),
+                }),
             },
             None => to_check.push((uid.clone(), None)),
         }
@@ -124,16 +131,28 @@ pub async fn datasources(stack: &Stack) -> Outcome {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(pair) => checked.push(pair),
-            Err(error) => verdicts.push(Verdict { uid: "?".to_owned(), ok: false, message: error.to_string() }),
+            Err(error) => verdicts.push(Verdict {
+                uid: "?".to_owned(),
+                ok: false,
+                message: error.to_string(),
+            }),
         }
     }
     checked.sort_by_key(|(index, _)| *index);
     verdicts.extend(checked.into_iter().map(|(_, verdict)| verdict));
-    summarize(&verdicts, listed.is_none(), listed.map(|l| l.into_iter().map(|ds| ds.name).collect()))
+    summarize(
+        &verdicts,
+        listed.is_none(),
+        listed.map(|l| l.into_iter().map(|ds| ds.name).collect()),
+    )
 }
 
 async fn check_one(http: &Http, base: &str, creds: &Credentials, uid: String, kind: Option<String>) -> Verdict {
-    let verdict = |ok: bool, message: String| Verdict { uid: uid.clone(), ok, message };
+    let verdict = |ok: bool, message: String| Verdict {
+        uid: uid.clone(),
+        ok,
+        message,
+    };
     let url = format!("{base}/api/datasources/uid/{uid}/health");
     let answer = match http.get(&url, &[], creds.auth()).await {
         Ok(answer) => answer,
@@ -148,12 +167,17 @@ async fn check_one(http: &Http, base: &str, creds: &Credentials, uid: String, ki
         404 if kind.as_deref().is_none_or(|k| k == "alertmanager") => {
             let proxy = format!("{base}/api/datasources/proxy/uid/{uid}/api/v2/status");
             match http.get(&proxy, &[], creds.auth()).await {
-                Ok(status) if status.is_success() => {
-                    verdict(true, "Alertmanager status API answers through the data source proxy".to_owned())
-                }
+                Ok(status) if status.is_success() => verdict(
+                    true,
+                    "Alertmanager status API answers through the data source proxy".to_owned(),
+                ),
                 Ok(status) => verdict(
                     false,
-                    format!("no health check ({}); through the data source proxy: {}", answer.snippet(), status.unexpected()),
+                    format!(
+                        "no health check ({}); through the data source proxy: {}",
+                        answer.snippet(),
+                        status.unexpected()
+                    ),
                 ),
                 Err(error) => verdict(false, error.to_string()),
             }
@@ -171,9 +195,15 @@ fn summarize(verdicts: &[Verdict], unlisted: bool, names: Option<Vec<String>>) -
         "listed": names,
         "datasources": verdicts.iter().map(|v| json!({ "uid": v.uid, "ok": v.ok, "message": v.message })).collect::<Vec<_>>(),
     });
-    let note = if unlisted { " (list not readable without a login: checked the expected uids)" } else { "" };
+    let note = if unlisted {
+        " (list not readable without a login: checked the expected uids)"
+    } else {
+        ""
+    };
     if total == 0 {
-        return Outcome::fail("no data source to check").hint("pass --grafana-datasources").data(data);
+        return Outcome::fail("no data source to check")
+            .hint("pass --grafana-datasources")
+            .data(data);
     }
     if failed.is_empty() {
         let uids: Vec<&str> = passed.iter().map(|v| v.uid.as_str()).collect();
@@ -188,7 +218,9 @@ fn summarize(verdicts: &[Verdict], unlisted: bool, names: Option<Vec<String>>) -
          in Grafana: Connections > Data sources > Test"
             .to_owned()
     };
-    Outcome::fail(format!("{}/{total} answer; {}{note}", passed.len(), listed.join("; "))).hint(hint).data(data)
+    Outcome::fail(format!("{}/{total} answer; {}{note}", passed.len(), listed.join("; ")))
+        .hint(hint)
+        .data(data)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,10 +255,16 @@ pub async fn dashboards(stack: &Stack) -> Outcome {
 fn judge_dashboards(folder: &str, expected: &[String], hits: &[SearchHit]) -> Outcome {
     // A Grafana that ignored folderUIDs would list every dashboard: keep
     // those it says are in the folder.
-    let in_folder: Vec<&SearchHit> =
-        hits.iter().filter(|h| h.folder_uid.as_deref().is_none_or(|uid| uid == folder)).collect();
+    let in_folder: Vec<&SearchHit> = hits
+        .iter()
+        .filter(|h| h.folder_uid.as_deref().is_none_or(|uid| uid == folder))
+        .collect();
     let found: Vec<&str> = in_folder.iter().map(|h| h.uid.as_str()).collect();
-    let missing: Vec<&str> = expected.iter().map(String::as_str).filter(|uid| !found.contains(uid)).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|uid| !found.contains(uid))
+        .collect();
     let data = json!({
         "folder": folder,
         "found": in_folder.iter().map(|h| json!({ "uid": h.uid, "title": h.title })).collect::<Vec<_>>(),
@@ -236,13 +274,20 @@ fn judge_dashboards(folder: &str, expected: &[String], hits: &[SearchHit]) -> Ou
                 docker compose logs grafana | grep -i provisioning";
     if expected.is_empty() {
         return if in_folder.is_empty() {
-            Outcome::fail(format!("no dashboard in folder {folder}")).hint(hint).data(data)
+            Outcome::fail(format!("no dashboard in folder {folder}"))
+                .hint(hint)
+                .data(data)
         } else {
             Outcome::ok(format!("{} in folder {folder}", in_folder.len())).data(data)
         };
     }
     if missing.is_empty() {
-        Outcome::ok(format!("{}/{} provisioned in folder {folder}", expected.len(), expected.len())).data(data)
+        Outcome::ok(format!(
+            "{}/{} provisioned in folder {folder}",
+            expected.len(),
+            expected.len()
+        ))
+        .data(data)
     } else {
         Outcome::fail(format!(
             "{}/{} in folder {folder}; missing: {}",
@@ -261,19 +306,35 @@ mod tests {
     use crate::check::Status;
 
     fn verdict(uid: &str, ok: bool, message: &str) -> Verdict {
-        Verdict { uid: uid.to_owned(), ok, message: message.to_owned() }
+        Verdict {
+            uid: uid.to_owned(),
+            ok,
+            message: message.to_owned(),
+        }
     }
 
     #[test]
     fn every_data_source_must_answer() {
         let all = [verdict("prometheus", true, "ok"), verdict("loki", true, "ok")];
         let outcome = summarize(&all, false, None);
-        assert_eq!((outcome.status, outcome.detail.as_str()), (Status::Ok, "2/2 answer: prometheus, loki"));
+        assert_eq!(
+            (outcome.status, outcome.detail.as_str()),
+            (Status::Ok, "2/2 answer: prometheus, loki")
+        );
 
-        let one_down = [verdict("prometheus", true, "ok"), verdict("loki", false, "ERROR: connection refused")];
+        let one_down = [
+            verdict("prometheus", true, "ok"),
+            verdict("loki", false, "ERROR: connection refused"),
+        ];
         let outcome = summarize(&one_down, true, None);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.detail.starts_with("1/2 answer; loki: ERROR: connection refused"), "{}", outcome.detail);
+        assert!(
+            outcome
+                .detail
+                .starts_with("1/2 answer; loki: ERROR: connection refused"),
+            "{}",
+            outcome.detail
+        );
     }
 
     #[test]
@@ -289,7 +350,10 @@ mod tests {
         assert_eq!(outcome.detail, "1/2 in folder vigie; missing: vigie-logs");
 
         let ok = judge_dashboards("vigie", &expected[..1], &hits);
-        assert_eq!((ok.status, ok.detail.as_str()), (Status::Ok, "1/1 provisioned in folder vigie"));
+        assert_eq!(
+            (ok.status, ok.detail.as_str()),
+            (Status::Ok, "1/1 provisioned in folder vigie")
+        );
         assert_eq!(judge_dashboards("vigie", &[], &hits[1..]).status, Status::Fail);
     }
 }

@@ -45,7 +45,10 @@ pub fn logql_duration(window: Duration) -> String {
 
 /// Lines per color over `window`, in one instant query.
 pub fn lines_by_color_query(window: Duration) -> String {
-    format!("sum by (color) (count_over_time({{color=~\"blue|green\"}}[{}]))", logql_duration(window))
+    format!(
+        "sum by (color) (count_over_time({{color=~\"blue|green\"}}[{}]))",
+        logql_duration(window)
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,9 +110,17 @@ fn lines_by_color(answer: QueryAnswer) -> Result<BTreeMap<String, u64>, String> 
     let mut counts = BTreeMap::new();
     for sample in data.result {
         let color = sample.metric.get("color").cloned().unwrap_or_default();
-        let value: f64 = sample.value.1.parse().map_err(|_| format!("sample value {:?} is not a number", sample.value.1))?;
+        let value: f64 = sample
+            .value
+            .1
+            .parse()
+            .map_err(|_| format!("sample value {:?} is not a number", sample.value.1))?;
         // Counts of lines: whole, non-negative numbers.
-        let lines = if value.is_finite() && value > 0.0 { value.round() as u64 } else { 0 };
+        let lines = if value.is_finite() && value > 0.0 {
+            value.round() as u64
+        } else {
+            0
+        };
         *counts.entry(color).or_insert(0) += lines;
     }
     Ok(counts)
@@ -118,16 +129,25 @@ fn lines_by_color(answer: QueryAnswer) -> Result<BTreeMap<String, u64>, String> 
 fn judge(active: &str, counts: &BTreeMap<String, u64>, window: Duration) -> Outcome {
     let window = logql_duration(window);
     let lines = counts.get(active).copied().unwrap_or(0);
-    let others: Vec<String> =
-        counts.iter().filter(|(color, _)| color.as_str() != active).map(|(c, n)| format!("{c}: {n}")).collect();
-    let others = if others.is_empty() { String::new() } else { format!(" ({})", others.join(", ")) };
+    let others: Vec<String> = counts
+        .iter()
+        .filter(|(color, _)| color.as_str() != active)
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    let others = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", others.join(", "))
+    };
     let data = json!({ "active": active, "window": window, "lines": counts });
     if lines > 0 {
         Outcome::ok(format!("{active}: {lines} lines in the last {window}{others}")).data(data)
     } else {
-        Outcome::fail(format!("no line from the active color {active} in the last {window}{others}"))
-            .hint(NO_LINES_HINT)
-            .data(data)
+        Outcome::fail(format!(
+            "no line from the active color {active} in the last {window}{others}"
+        ))
+        .hint(NO_LINES_HINT)
+        .data(data)
     }
 }
 

@@ -33,7 +33,11 @@ fn service(target: &Target) -> String {
 /// `backend/127.0.0.1:3001 (green, standby)`.
 fn describe(target: &Target) -> String {
     let mut text = format!("{}/{}", target.job(), target.label("instance"));
-    let extra: Vec<&str> = ["color", "role"].iter().map(|l| target.label(l)).filter(|v| !v.is_empty()).collect();
+    let extra: Vec<&str> = ["color", "role"]
+        .iter()
+        .map(|l| target.label(l))
+        .filter(|v| !v.is_empty())
+        .collect();
     if !extra.is_empty() {
         text.push_str(&format!(" ({})", extra.join(", ")));
     }
@@ -44,7 +48,10 @@ fn summarize_targets(targets: &[Target], prometheus: &str) -> Outcome {
     let total = targets.len();
     let up = targets.iter().filter(|t| t.health == "up").count();
     let down: Vec<&Target> = targets.iter().filter(|t| t.health == "down").collect();
-    let unknown: Vec<&Target> = targets.iter().filter(|t| t.health != "up" && t.health != "down").collect();
+    let unknown: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.health != "up" && t.health != "down")
+        .collect();
     let data = json!({
         "up": up,
         "total": total,
@@ -62,7 +69,11 @@ fn summarize_targets(targets: &[Target], prometheus: &str) -> Outcome {
         let listed: Vec<String> = down
             .iter()
             .map(|t| {
-                let error = if t.last_error.is_empty() { "down" } else { t.last_error.as_str() };
+                let error = if t.last_error.is_empty() {
+                    "down"
+                } else {
+                    t.last_error.as_str()
+                };
                 format!("{}: {error}", describe(t))
             })
             .collect();
@@ -70,7 +81,10 @@ fn summarize_targets(targets: &[Target], prometheus: &str) -> Outcome {
         services.sort();
         services.dedup();
         return Outcome::fail(format!("{up}/{total} up; down: {}", listed.join("; ")))
-            .hint(format!("docker compose ps {}; Prometheus' view: {prometheus}/targets", services.join(" ")))
+            .hint(format!(
+                "docker compose ps {}; Prometheus' view: {prometheus}/targets",
+                services.join(" ")
+            ))
             .data(data);
     }
     if !unknown.is_empty() {
@@ -128,12 +142,17 @@ fn summarize_rules(data: &RulesData) -> Outcome {
     let groups = data["groups"].as_array().map_or(0, Vec::len);
     if groups == 0 {
         return Outcome::fail("no rule group loaded")
-            .hint("prometheus.yml loads rules/*.yml: check them with `promtool check rules stack/prometheus/rules/*.yml`")
+            .hint(
+                "prometheus.yml loads rules/*.yml: check them with `promtool check rules stack/prometheus/rules/*.yml`",
+            )
             .data(data);
     }
     let seen = format!("{groups} groups, {alerting} alerting and {recording} recording rules");
     if !failing.is_empty() {
-        let listed: Vec<String> = failing.iter().map(|r| format!("{}: {}", r.name, r.last_error)).collect();
+        let listed: Vec<String> = failing
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.last_error))
+            .collect();
         return Outcome::fail(format!("{seen}; failing: {}", listed.join("; ")))
             .hint("a rule that fails to evaluate never alerts: run `promtool test rules stack/prometheus/tests/*.yml`")
             .data(data);
@@ -174,15 +193,37 @@ pub async fn alerts(stack: &Stack) -> Outcome {
     }
 }
 
+/// The alerts in `state`, each once: `Name{color="green"}`, or `Name (×2)`
+/// when several instances share it.
+fn alerts_in(data: &AlertsData, state: &str) -> Vec<String> {
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for alert in data.alerts.iter().filter(|a| a.state == state) {
+        let text = alert.describe();
+        match counted.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((text, 1)),
+        }
+    }
+    counted
+        .into_iter()
+        .map(|(text, n)| if n == 1 { text } else { format!("{text} (×{n})") })
+        .collect()
+}
+
 fn summarize_alerts(data: &AlertsData, prometheus: &str, alertmanager: &str) -> Outcome {
-    let firing: Vec<String> = data.alerts.iter().filter(|a| a.state == "firing").map(Alert::describe).collect();
-    let pending: Vec<String> = data.alerts.iter().filter(|a| a.state == "pending").map(Alert::describe).collect();
+    let firing = alerts_in(data, "firing");
+    let pending = alerts_in(data, "pending");
     let json = json!({ "firing": firing, "pending": pending });
-    let pending_note = if pending.is_empty() { String::new() } else { format!("; pending: {}", pending.join(", ")) };
+    let pending_note = if pending.is_empty() {
+        String::new()
+    } else {
+        format!("; pending: {}", pending.join(", "))
+    };
     if firing.is_empty() {
         return Outcome::ok(format!("none firing{pending_note}")).data(json);
     }
-    Outcome::warn(format!("{} firing: {}{pending_note}", firing.len(), firing.join(", ")))
+    let count = data.alerts.iter().filter(|a| a.state == "firing").count();
+    Outcome::warn(format!("{count} firing: {}{pending_note}", firing.join(", ")))
         .hint(format!(
             "the stack works, the application does not: see {prometheus}/alerts, {alertmanager} and docs/runbook.md"
         ))
@@ -196,8 +237,10 @@ mod tests {
 
     /// The shape of the documented example of `GET /api/v1/targets`.
     fn target(job: &str, instance: &str, health: &str, error: &str, extra: &[(&str, &str)]) -> Target {
-        let mut labels: BTreeMap<String, String> =
-            [("job", job), ("instance", instance)].iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut labels: BTreeMap<String, String> = [("job", job), ("instance", instance)]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Target {
             labels,
@@ -225,7 +268,13 @@ mod tests {
     #[test]
     fn a_down_target_is_named_with_its_error_and_service() {
         let targets = vec![
-            target("backend", "127.0.0.1:3001", "up", "", &[("color", "blue"), ("role", "active")]),
+            target(
+                "backend",
+                "127.0.0.1:3001",
+                "up",
+                "",
+                &[("color", "blue"), ("role", "active")],
+            ),
             target(
                 "backend",
                 "127.0.0.1:3002",
@@ -241,7 +290,10 @@ mod tests {
             outcome.detail,
             "2/3 up; down: backend/127.0.0.1:3002 (green, standby): connection refused"
         );
-        assert!(outcome.hint.as_deref().is_some_and(|h| h.contains("docker compose ps backend-green")));
+        assert!(outcome
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("docker compose ps backend-green")));
     }
 
     #[test]
@@ -264,7 +316,11 @@ mod tests {
         let broken = r#"{"groups":[{"name":"g","rules":[{"name":"r","health":"err","lastError":"many-to-many matching","type":"recording"}]}]}"#;
         let outcome = summarize_rules(&serde_json::from_str(broken).expect("rules"));
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.detail.contains("r: many-to-many matching"), "{}", outcome.detail);
+        assert!(
+            outcome.detail.contains("r: many-to-many matching"),
+            "{}",
+            outcome.detail
+        );
 
         assert_eq!(summarize_rules(&RulesData::default()).status, Status::Fail);
     }
@@ -273,10 +329,14 @@ mod tests {
     fn firing_alerts_warn_and_pending_ones_are_mentioned() {
         let body = r#"{"alerts":[
             {"activeAt":"2018-07-04T20:27:12.60602144+02:00","annotations":{},"labels":{"alertname":"VigieActiveErrorRatioHigh","color":"green"},"state":"firing","value":"1e+00"},
-            {"labels":{"alertname":"VigieRouterDown"},"state":"pending"}]}"#;
+            {"labels":{"alertname":"LogPipelineDown","job":"loki"},"state":"pending"},
+            {"labels":{"alertname":"LogPipelineDown","job":"promtail"},"state":"pending"}]}"#;
         let outcome = summarize_alerts(&serde_json::from_str(body).expect("alerts"), "http://p", "http://a");
         assert_eq!(outcome.status, Status::Warn);
-        assert_eq!(outcome.detail, "1 firing: VigieActiveErrorRatioHigh{color=\"green\"}; pending: VigieRouterDown");
+        assert_eq!(
+            outcome.detail,
+            "1 firing: VigieActiveErrorRatioHigh{color=\"green\"}; pending: LogPipelineDown (×2)"
+        );
 
         let quiet = summarize_alerts(&AlertsData::default(), "http://p", "http://a");
         assert_eq!((quiet.status, quiet.detail.as_str()), (Status::Ok, "none firing"));

@@ -28,10 +28,7 @@ async fn metrics_text(app: &Proc) -> String {
 /// The value of the sample line starting with `series` (labels in encoding order).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -39,10 +36,7 @@ async fn assert_error(response: reqwest::Response, status: StatusCode, kind: &st
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.expect("error body is JSON");
     assert_eq!(body["error"], kind, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
 #[tokio::test]
@@ -73,10 +67,7 @@ async fn tasks_can_be_created_listed_updated_and_deleted() {
         .await
         .expect("post");
     assert_eq!(created.status(), StatusCode::CREATED);
-    let location = created.headers()["location"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let location = created.headers()["location"].to_str().expect("ascii").to_owned();
     let task: Value = created.json().await.expect("json");
     assert_eq!(task["title"], "write the runbook");
     assert_eq!(task["done"], false);
@@ -125,11 +116,7 @@ async fn tasks_can_be_created_listed_updated_and_deleted() {
     assert_eq!(patched["done"], true);
     assert_eq!(patched["title"], "write the runbook");
 
-    let deleted = http
-        .delete(app.url(&location))
-        .send()
-        .await
-        .expect("delete");
+    let deleted = http.delete(app.url(&location)).send().await.expect("delete");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let gone = http.get(app.url(&location)).send().await.expect("get");
     assert_error(gone, StatusCode::NOT_FOUND, "not_found").await;
@@ -159,18 +146,14 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
     )
     .await;
     assert_error(
-        post(json!({"title": "   "}).to_string())
-            .await
-            .expect("send"),
+        post(json!({"title": "   "}).to_string()).await.expect("send"),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
     .await;
     let long = "é".repeat(201);
     assert_error(
-        post(json!({"title": long}).to_string())
-            .await
-            .expect("send"),
+        post(json!({"title": long}).to_string()).await.expect("send"),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
@@ -196,54 +179,34 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
         .send()
         .await
         .expect("send");
-    assert_error(
-        no_type,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    )
-    .await;
+    assert_error(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
 
     assert_error(
-        http.get(app.url("/api/tasks/999999"))
-            .send()
-            .await
-            .expect("get"),
+        http.get(app.url("/api/tasks/999999")).send().await.expect("get"),
         StatusCode::NOT_FOUND,
         "not_found",
     )
     .await;
     assert_error(
-        http.get(app.url("/api/tasks/abc"))
-            .send()
-            .await
-            .expect("get"),
+        http.get(app.url("/api/tasks/abc")).send().await.expect("get"),
         StatusCode::BAD_REQUEST,
         "bad_request",
     )
     .await;
     assert_error(
-        http.get(app.url("/api/tasks?limit=x"))
-            .send()
-            .await
-            .expect("get"),
+        http.get(app.url("/api/tasks?limit=x")).send().await.expect("get"),
         StatusCode::BAD_REQUEST,
         "bad_request",
     )
     .await;
     assert_error(
-        http.get(app.url("/api/tasks?limit=100000"))
-            .send()
-            .await
-            .expect("get"),
+        http.get(app.url("/api/tasks?limit=100000")).send().await.expect("get"),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
     .await;
     assert_error(
-        http.get(app.url("/no/such/route"))
-            .send()
-            .await
-            .expect("get"),
+        http.get(app.url("/no/such/route")).send().await.expect("get"),
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -260,19 +223,10 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
         .send()
         .await
         .expect("patch");
-    assert_error(
-        empty_patch,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    assert_error(empty_patch, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     // The server is still fine after all of that.
     assert_eq!(
-        http.get(app.url("/health/ready"))
-            .send()
-            .await
-            .expect("ready")
-            .status(),
+        http.get(app.url("/health/ready")).send().await.expect("ready").status(),
         StatusCode::OK
     );
 }
@@ -284,10 +238,7 @@ async fn metrics_count_requests_by_method_route_and_status() {
     for _ in 0..3 {
         http.get(app.url("/api/info")).send().await.expect("get");
     }
-    http.get(app.url("/api/tasks/42"))
-        .send()
-        .await
-        .expect("get");
+    http.get(app.url("/api/tasks/42")).send().await.expect("get");
     let text = metrics_text(&app).await;
     assert_eq!(
         sample(
@@ -336,11 +287,7 @@ async fn metrics_count_requests_by_method_route_and_status() {
         ),
         Some(1.0)
     );
-    assert!(sample(
-        &text,
-        r#"vigie_db_query_duration_seconds_count{operation="select"}"#
-    )
-    .is_some_and(|n| n >= 1.0));
+    assert!(sample(&text, r#"vigie_db_query_duration_seconds_count{operation="select"}"#).is_some_and(|n| n >= 1.0));
     for name in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -359,11 +306,7 @@ async fn metrics_count_requests_by_method_route_and_status() {
 #[tokio::test]
 async fn metrics_speak_openmetrics_when_the_scraper_asks() {
     let (_dir, app) = start("openmetrics", &[]);
-    client()
-        .get(app.url("/api/info"))
-        .send()
-        .await
-        .expect("traffic");
+    client().get(app.url("/api/info")).send().await.expect("traffic");
     let response = client()
         .get(app.url("/metrics"))
         .header(
@@ -388,11 +331,7 @@ async fn a_scan_of_random_unknown_paths_adds_at_most_one_series() {
     let series = |text: &str| -> HashSet<String> {
         text.lines()
             .filter(|l| l.starts_with("http_requests_total{"))
-            .map(|l| {
-                l.rsplit_once(' ')
-                    .map(|(s, _)| s.to_owned())
-                    .unwrap_or_default()
-            })
+            .map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()).unwrap_or_default())
             .collect()
     };
     let before = series(&metrics_text(&app).await);
@@ -408,10 +347,7 @@ async fn a_scan_of_random_unknown_paths_adds_at_most_one_series() {
     let after = series(&metrics_text(&app).await);
     let added: Vec<_> = after.difference(&before).collect();
     // The scrape of /metrics itself may add its own series once.
-    let scan_series: Vec<_> = added
-        .iter()
-        .filter(|s| !s.contains("route=\"/metrics\""))
-        .collect();
+    let scan_series: Vec<_> = added.iter().filter(|s| !s.contains("route=\"/metrics\"")).collect();
     assert_eq!(scan_series.len(), 1, "{added:?}");
     assert!(scan_series[0].contains("route=\"unmatched\""));
 }
@@ -426,15 +362,8 @@ async fn each_request_logs_one_json_line_and_keeps_its_request_id() {
         .await
         .expect("get");
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
-    let generated = client()
-        .get(app.url("/api/tasks/7"))
-        .send()
-        .await
-        .expect("get");
-    let generated_id = generated.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let generated = client().get(app.url("/api/tasks/7")).send().await.expect("get");
+    let generated_id = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
     assert_eq!(generated_id.len(), 36, "a UUID is generated");
 
     let logs = crate::helpers::eventually(Duration::from_secs(5), "request log lines", || {
@@ -467,9 +396,7 @@ async fn each_request_logs_one_json_line_and_keeps_its_request_id() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["color"], "blue");
     assert!(
-        line["ts"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        line["ts"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24),
         "{line}"
     );
     let not_found = logs
@@ -482,17 +409,10 @@ async fn each_request_logs_one_json_line_and_keeps_its_request_id() {
 
 #[tokio::test]
 async fn shutdown_turns_ready_503_finishes_in_flight_requests_and_exits_0() {
-    let (_dir, mut app) = start(
-        "shutdown",
-        &["--shutdown-delay", "1500ms", "--fault-latency-ms", "800"],
-    );
+    let (_dir, mut app) = start("shutdown", &["--shutdown-delay", "1500ms", "--fault-latency-ms", "800"]);
     let http = client();
     assert_eq!(
-        http.get(app.url("/health/ready"))
-            .send()
-            .await
-            .expect("ready")
-            .status(),
+        http.get(app.url("/health/ready")).send().await.expect("ready").status(),
         StatusCode::OK
     );
     let slow = tokio::spawn(http.get(app.url("/api/info")).send());
@@ -506,17 +426,10 @@ async fn shutdown_turns_ready_503_finishes_in_flight_requests_and_exits_0() {
         .expect("ready while draining");
     assert_error(ready, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     assert_eq!(
-        http.get(app.url("/health/live"))
-            .send()
-            .await
-            .expect("live")
-            .status(),
+        http.get(app.url("/health/live")).send().await.expect("live").status(),
         StatusCode::OK
     );
-    let slow = slow
-        .await
-        .expect("join")
-        .expect("in-flight request completes");
+    let slow = slow.await.expect("join").expect("in-flight request completes");
     assert_eq!(slow.status(), StatusCode::OK);
     let status = app.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
@@ -591,11 +504,7 @@ async fn injected_faults_are_real_counted_500s_on_the_api_only() {
         .await;
     }
     assert_eq!(
-        http.get(app.url("/health/ready"))
-            .send()
-            .await
-            .expect("ready")
-            .status(),
+        http.get(app.url("/health/ready")).send().await.expect("ready").status(),
         StatusCode::OK
     );
     let text = metrics_text(&app).await;
@@ -606,10 +515,7 @@ async fn injected_faults_are_real_counted_500s_on_the_api_only() {
         ),
         Some(5.0)
     );
-    assert!(app
-        .logs()
-        .iter()
-        .any(|l| l["msg"] == "fault injection is on"));
+    assert!(app.logs().iter().any(|l| l["msg"] == "fault injection is on"));
 }
 
 #[test]
@@ -622,7 +528,9 @@ fn bad_configuration_exits_2_with_a_clear_message() {
         }
         command.output().expect("run vigie")
     };
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    /// (arguments, environment, text the error must contain)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (&["backend", "--color", "red"], &[], "red"),
         (
             &["backend", "--color", "blue", "--fault-error-rate", "1.5"],
@@ -634,11 +542,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
             &[("VIGIE_LOG_LEVEL", "info,[bad")],
             "invalid log filter",
         ),
-        (
-            &["backend", "--color", "blue", "--listen", "nowhere"],
-            &[],
-            "nowhere",
-        ),
+        (&["backend", "--color", "blue", "--listen", "nowhere"], &[], "nowhere"),
     ];
     for (args, envs, needle) in cases {
         let output = run(args, envs);
@@ -652,11 +556,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
 async fn promtool_accepts_the_live_metrics() {
     let promtool = require_program("promtool", "prometheus");
     let (_dir, app) = start("promtool", &[]);
-    client()
-        .get(app.url("/api/tasks"))
-        .send()
-        .await
-        .expect("traffic");
+    client().get(app.url("/api/tasks")).send().await.expect("traffic");
     let text = metrics_text(&app).await;
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])

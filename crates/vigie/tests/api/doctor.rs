@@ -55,8 +55,12 @@ impl DoctorRun {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--json output is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -89,7 +93,9 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 /// Serves `app` on 127.0.0.1, a free port, for the rest of the test.
 async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake server");
     let addr = listener.local_addr().expect("fake server address");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -99,7 +105,9 @@ async fn serve(app: Router) -> String {
 
 /// A server that accepts connections and never answers.
 async fn silent_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind silent server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind silent server");
     let addr = listener.local_addr().expect("silent server address");
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -126,7 +134,11 @@ struct FakeLoki {
 
 impl FakeLoki {
     fn new(ready: bool, lines: &[(&'static str, u64)]) -> Self {
-        FakeLoki { ready, lines: lines.to_vec(), queries: Arc::default() }
+        FakeLoki {
+            ready,
+            lines: lines.to_vec(),
+            queries: Arc::default(),
+        }
     }
 
     async fn serve(&self) -> String {
@@ -146,12 +158,19 @@ async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
     if loki.ready {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready: waiting for 15s after being ready\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Ingester not ready: waiting for 15s after being ready\n",
+        )
+            .into_response()
     }
 }
 
 async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<String, String>>) -> Response {
-    loki.queries.lock().expect("queries lock").push(params.get("query").cloned().unwrap_or_default());
+    loki.queries
+        .lock()
+        .expect("queries lock")
+        .push(params.get("query").cloned().unwrap_or_default());
     if !loki.ready {
         return (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready\n").into_response();
     }
@@ -186,23 +205,35 @@ struct FakeGrafana {
 
 impl FakeGrafana {
     fn healthy() -> Self {
-        FakeGrafana { failing: None, dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-logs", "vigie-stack"] }
+        FakeGrafana {
+            failing: None,
+            dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-logs", "vigie-stack"],
+        }
     }
 
     async fn serve(&self) -> String {
         let app = Router::new()
-            .route("/api/health", get(|| async { Json(json!({ "commit": "087143285", "database": "ok", "version": "13.2.0" })) }))
+            .route(
+                "/api/health",
+                get(|| async { Json(json!({ "commit": "087143285", "database": "ok", "version": "13.2.0" })) }),
+            )
             .route("/api/datasources", get(grafana_datasources))
             .route("/api/datasources/uid/{uid}/health", get(grafana_datasource_health))
-            .route("/api/datasources/proxy/uid/{uid}/api/v2/status", get(grafana_proxy_status))
+            .route(
+                "/api/datasources/proxy/uid/{uid}/api/v2/status",
+                get(grafana_proxy_status),
+            )
             .route("/api/search", get(grafana_search))
             .with_state(self.clone());
         serve(app).await
     }
 }
 
-const DATASOURCES: [(&str, &str, &str); 3] =
-    [("prometheus", "Prometheus", "prometheus"), ("loki", "Loki", "loki"), ("alertmanager", "Alertmanager", "alertmanager")];
+const DATASOURCES: [(&str, &str, &str); 3] = [
+    ("prometheus", "Prometheus", "prometheus"),
+    ("loki", "Loki", "loki"),
+    ("alertmanager", "Alertmanager", "alertmanager"),
+];
 
 async fn grafana_datasources(headers: HeaderMap) -> Response {
     let logged_in = headers.get("authorization").is_some_and(|v| v == GRAFANA_LOGIN);
@@ -223,12 +254,20 @@ async fn grafana_datasources(headers: HeaderMap) -> Response {
 
 async fn grafana_datasource_health(State(grafana): State<FakeGrafana>, UrlPath(uid): UrlPath<String>) -> Response {
     match DATASOURCES.iter().find(|(u, _, _)| *u == uid) {
-        None => (StatusCode::NOT_FOUND, Json(json!({ "message": "Data source not found" }))).into_response(),
-        Some((_, _, "alertmanager")) => (StatusCode::NOT_FOUND, Json(json!({ "message": "Plugin not found" }))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Data source not found" })),
+        )
+            .into_response(),
+        Some((_, _, "alertmanager")) => {
+            (StatusCode::NOT_FOUND, Json(json!({ "message": "Plugin not found" }))).into_response()
+        }
         Some(_) => match grafana.failing {
-            Some((failing, message)) if failing == uid => {
-                (StatusCode::BAD_REQUEST, Json(json!({ "status": "ERROR", "message": message }))).into_response()
-            }
+            Some((failing, message)) if failing == uid => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "status": "ERROR", "message": message })),
+            )
+                .into_response(),
             _ => Json(json!({ "status": "OK", "message": "Successfully queried the data source." })).into_response(),
         },
     }
@@ -242,8 +281,12 @@ async fn grafana_proxy_status(UrlPath(uid): UrlPath<String>) -> Response {
     }
 }
 
-async fn grafana_search(State(grafana): State<FakeGrafana>, Query(params): Query<HashMap<String, String>>) -> Json<Value> {
-    let in_vigie = params.get("type").is_some_and(|t| t == "dash-db") && params.get("folderUIDs").is_some_and(|f| f == "vigie");
+async fn grafana_search(
+    State(grafana): State<FakeGrafana>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let in_vigie =
+        params.get("type").is_some_and(|t| t == "dash-db") && params.get("folderUIDs").is_some_and(|f| f == "vigie");
     let hits: Vec<Value> = if in_vigie {
         grafana
             .dashboards
@@ -288,17 +331,31 @@ impl Alertmanager {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn alertmanager");
-        let mut alertmanager = Alertmanager { child, addr, dir: dir.to_owned() };
+        let mut alertmanager = Alertmanager {
+            child,
+            addr,
+            dir: dir.to_owned(),
+        };
         let deadline = Instant::now() + ALERTMANAGER_READY;
         loop {
             if let Ok(Some(status)) = alertmanager.child.try_wait() {
-                panic!("alertmanager exited with {status} before it was ready:\n{}", alertmanager.log());
+                panic!(
+                    "alertmanager exited with {status} before it was ready:\n{}",
+                    alertmanager.log()
+                );
             }
-            let ready = client().get(format!("http://{}/-/ready", alertmanager.addr)).send().await;
+            let ready = client()
+                .get(format!("http://{}/-/ready", alertmanager.addr))
+                .send()
+                .await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return alertmanager;
             }
-            assert!(Instant::now() < deadline, "alertmanager not ready within {ALERTMANAGER_READY:?}:\n{}", alertmanager.log());
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager not ready within {ALERTMANAGER_READY:?}:\n{}",
+                alertmanager.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -343,7 +400,11 @@ impl RealStack {
             &dir.join("router"),
             &["--targets-file", targets_file.to_str().expect("utf-8 path")],
         );
-        set_static_target(&config, "router", &router.admin_addr.expect("admin address").to_string());
+        set_static_target(
+            &config,
+            "router",
+            &router.admin_addr.expect("admin address").to_string(),
+        );
         let alertmanager = if with_alertmanager {
             let alertmanager = Alertmanager::start(&dir.join("alertmanager")).await;
             set_static_target(&config, "alertmanager", &alertmanager.addr);
@@ -352,7 +413,15 @@ impl RealStack {
             None
         };
         let prometheus = Prometheus::start(&config).await;
-        let stack = RealStack { prometheus, alertmanager, router, green, blue, targets_file, _dir: dir };
+        let stack = RealStack {
+            prometheus,
+            alertmanager,
+            router,
+            green,
+            blue,
+            targets_file,
+            _dir: dir,
+        };
         let expected = if with_alertmanager { 4 } else { 3 };
         stack
             .wait_for_targets(&format!("{expected} targets up"), |targets| {
@@ -369,14 +438,22 @@ impl RealStack {
             if done(&targets) {
                 return;
             }
-            assert!(Instant::now() < deadline, "Prometheus: timed out after {SEEN_WITHIN:?} waiting for {what}; targets: {targets:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus: timed out after {SEEN_WITHIN:?} waiting for {what}; targets: {targets:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     /// `--admin`, `--prometheus` and (when running) `--alertmanager`.
     fn urls(&self) -> Vec<String> {
-        let mut args = strings(&["--admin", &self.router.admin_url(""), "--prometheus", &self.prometheus.url("")]);
+        let mut args = strings(&[
+            "--admin",
+            &self.router.admin_url(""),
+            "--prometheus",
+            &self.prometheus.url(""),
+        ]);
         if let Some(alertmanager) = &self.alertmanager {
             args.extend(strings(&["--alertmanager", &format!("http://{}", alertmanager.addr)]));
         }
@@ -401,22 +478,53 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
     let grafana_url = FakeGrafana::healthy().serve().await;
     let mut args = stack.urls();
     args.extend(strings(&["--loki", &loki_url, "--grafana", &grafana_url]));
-    let envs = [TOKEN_ENV, ("VIGIE_GRAFANA_USER", "admin"), ("VIGIE_GRAFANA_PASSWORD", "secret")];
+    let envs = [
+        TOKEN_ENV,
+        ("VIGIE_GRAFANA_USER", "admin"),
+        ("VIGIE_GRAFANA_PASSWORD", "secret"),
+    ];
 
     let run = doctor(&args, &envs).await;
     assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let lines = run.report_lines();
     assert_eq!(lines.len(), 10, "{}", run.stdout);
-    assert!(lines.iter().all(|l| l.starts_with("ok ")), "every line ok:\n{}", run.stdout);
-    assert!(run.line("router active color").ends_with("blue (router) = blue (Prometheus role=\"active\")"));
+    assert!(
+        lines.iter().all(|l| l.starts_with("ok ")),
+        "every line ok:\n{}",
+        run.stdout
+    );
+    assert!(run
+        .line("router active color")
+        .ends_with("blue (router) = blue (Prometheus role=\"active\")"));
     assert!(run.line("prometheus targets").ends_with("4/4 up"), "{}", run.stdout);
     assert!(run.line("prometheus rules").contains("alerting"), "{}", run.stdout);
-    assert!(run.line("loki logs").ends_with("blue: 42 lines in the last 5m (green: 3)"), "{}", run.stdout);
-    assert!(run.line("grafana datasources").ends_with("3/3 answer: prometheus, loki, alertmanager"), "{}", run.stdout);
-    assert!(run.line("grafana dashboards").ends_with("4/4 provisioned in folder vigie"), "{}", run.stdout);
-    assert!(run.stdout.contains("stack ok: 10 ok, 0 warnings, 0 failed, 0 skipped"), "{}", run.stdout);
     assert!(
-        loki.queries().iter().any(|q| q == r#"sum by (color) (count_over_time({color=~"blue|green"}[5m]))"#),
+        run.line("loki logs")
+            .ends_with("blue: 42 lines in the last 5m (green: 3)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.line("grafana datasources")
+            .ends_with("3/3 answer: prometheus, loki, alertmanager"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.line("grafana dashboards")
+            .ends_with("4/4 provisioned in folder vigie"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("stack ok: 10 ok, 0 warnings, 0 failed, 0 skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        loki.queries()
+            .iter()
+            .any(|q| q == r#"sum by (color) (count_over_time({color=~"blue|green"}[5m]))"#),
         "LogQL sent: {:?}",
         loki.queries()
     );
@@ -444,9 +552,32 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
             "alertmanager-ready"
         ]
     );
-    assert!(checks.iter().all(|c| c["status"] == "ok" && c["elapsed_ms"].is_u64()), "{report:#}");
-    assert_eq!(checks[0]["data"], json!({ "router": "blue", "prometheus": ["blue"] }));
+    assert!(
+        checks.iter().all(|c| c["status"] == "ok" && c["elapsed_ms"].is_u64()),
+        "{report:#}"
+    );
+    assert_eq!(
+        checks[0]["data"],
+        json!({ "router": "blue", "prometheus": ["blue"], "router_seen_through": "admin-api" })
+    );
     assert_eq!(checks[1]["data"]["up"], 4);
+
+    // On the host, compose does not publish the admin port: with the default
+    // admin URL unreachable, the router is checked through Prometheus.
+    assert!(
+        std::net::TcpStream::connect_timeout(&"127.0.0.1:8081".parse().expect("addr"), Duration::from_secs(1)).is_err(),
+        "this test needs nothing listening on 127.0.0.1:8081 (the doctor's default admin URL)"
+    );
+    let without_admin: Vec<String> = args.iter().skip(2).filter(|a| *a != "--json").cloned().collect();
+    assert!(!without_admin.contains(&"--admin".to_owned()));
+    let run = doctor(&without_admin, &envs).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("router active color");
+    assert!(line.starts_with("ok "), "{line}");
+    assert!(
+        line.contains("blue (router's gauge in Prometheus) = blue (Prometheus role=\"active\")"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,9 +593,11 @@ async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router(
     std::fs::write(&temp, format!("{swapped}\n")).expect("write targets");
     std::fs::rename(&temp, &stack.targets_file).expect("replace targets file");
     stack
-        .wait_for_targets("green labelled active", |targets| {
+        .wait_for_targets("green labelled active, every target scraped", |targets| {
             targets.iter().any(|t| role_of(t, "green").as_deref() == Some("active"))
                 && targets.iter().any(|t| role_of(t, "blue").as_deref() == Some("standby"))
+                && targets.len() == 3
+                && targets.iter().all(|t| t["health"] == "up")
         })
         .await;
 
@@ -474,10 +607,23 @@ async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router(
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let line = run.line("router active color");
     assert!(line.starts_with("FAIL "), "{line}");
-    assert!(line.contains("router: blue active, but Prometheus labels green role=\"active\""), "{line}");
-    assert!(line.contains(" — Prometheus takes the role labels from the targets file the router writes"), "{line}");
+    assert!(
+        line.contains("router: blue active, but Prometheus labels green role=\"active\""),
+        "{line}"
+    );
+    assert!(
+        line.contains(" — Prometheus takes the role labels from the targets file the router writes"),
+        "{line}"
+    );
     assert_eq!(run.status("prometheus targets"), "ok", "{}", run.stdout);
-    for skipped in ["loki ready", "loki logs", "grafana health", "grafana datasources", "grafana dashboards", "alertmanager ready"] {
+    for skipped in [
+        "loki ready",
+        "loki logs",
+        "grafana health",
+        "grafana datasources",
+        "grafana dashboards",
+        "alertmanager ready",
+    ] {
         assert_eq!(run.status(skipped), "skip", "{}", run.stdout);
     }
 }
@@ -489,7 +635,9 @@ async fn doctor_names_a_down_target_and_its_scrape_error() {
     stack.green.kill();
     stack
         .wait_for_targets("green down", |targets| {
-            targets.iter().any(|t| role_of(t, "green").is_some() && t["health"] == "down")
+            targets
+                .iter()
+                .any(|t| role_of(t, "green").is_some() && t["health"] == "down")
         })
         .await;
 
@@ -503,10 +651,23 @@ async fn doctor_names_a_down_target_and_its_scrape_error() {
     assert_eq!(targets["status"], "fail", "{report:#}");
     let detail = targets["detail"].as_str().expect("detail");
     assert!(detail.starts_with("2/3 up; down: "), "{detail}");
-    assert!(detail.contains(&format!("backend/{green_instance} (green, standby): ")), "{detail}");
-    assert!(targets["hint"].as_str().is_some_and(|h| h.contains("docker compose ps backend-green")), "{targets:#}");
+    assert!(
+        detail.contains(&format!("backend/{green_instance} (green, standby): ")),
+        "{detail}"
+    );
+    assert!(
+        targets["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("docker compose ps backend-green")),
+        "{targets:#}"
+    );
     assert_eq!(targets["data"]["down"][0]["instance"], green_instance.as_str());
-    assert!(targets["data"]["down"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{targets:#}");
+    assert!(
+        targets["data"]["down"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{targets:#}"
+    );
     // The active color is still the one Prometheus labels active.
     assert_eq!(report["checks"][0]["status"], "ok", "{report:#}");
 }
@@ -536,12 +697,32 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
     let lines = run.report_lines();
     assert_eq!(lines.len(), 10, "{}", run.stdout);
     assert!(lines.iter().all(|l| l.starts_with("FAIL ")), "{}", run.stdout);
-    assert!(run.line("loki ready").contains(&format!("connection refused at {}/ready", refused[2])), "{}", run.stdout);
-    assert!(run.line("loki ready").contains("docker compose ps loki"), "{}", run.stdout);
-    assert!(run.line("alertmanager ready").contains(&format!("connection refused at {}/-/ready", refused[3])));
-    assert!(run.line("prometheus rules").contains(&format!("connection refused at {}/api/v1/rules", refused[1])));
-    assert!(run.line("router active color").contains(&format!("connection refused at {}/status", refused[0])));
-    assert!(run.line("grafana health").contains(&format!("no answer within 1s at {silent}/api/health")), "{}", run.stdout);
+    assert!(
+        run.line("loki ready")
+            .contains(&format!("connection refused at {}/ready", refused[2])),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.line("loki ready").contains("docker compose ps loki"),
+        "{}",
+        run.stdout
+    );
+    assert!(run
+        .line("alertmanager ready")
+        .contains(&format!("connection refused at {}/-/ready", refused[3])));
+    assert!(run
+        .line("prometheus rules")
+        .contains(&format!("connection refused at {}/api/v1/rules", refused[1])));
+    assert!(run
+        .line("router active color")
+        .contains(&format!("connection refused at {}/status", refused[0])));
+    assert!(
+        run.line("grafana health")
+            .contains(&format!("no answer within 1s at {silent}/api/health")),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,14 +732,28 @@ async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_co
     let blue = Proc::backend("blue", &db, &[]);
     let green = Proc::backend("green", &db, &[]);
     let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
-    let only = |loki: &str| strings(&["--admin", &router.admin_url(""), "--loki", loki, "--skip", "prometheus,grafana,alertmanager"]);
+    let only = |loki: &str| {
+        strings(&[
+            "--admin",
+            &router.admin_url(""),
+            "--loki",
+            loki,
+            "--skip",
+            "prometheus,grafana,alertmanager",
+        ])
+    };
 
     let starting = FakeLoki::new(false, &[]).serve().await;
     let run = doctor(&only(&starting), &[TOKEN_ENV]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let line = run.line("loki ready");
     assert!(line.starts_with("FAIL "), "{line}");
-    assert!(line.contains(&format!("not ready: answered 503 at {starting}/ready: Ingester not ready")), "{line}");
+    assert!(
+        line.contains(&format!(
+            "not ready: answered 503 at {starting}/ready: Ingester not ready"
+        )),
+        "{line}"
+    );
     assert_eq!(run.status("loki logs"), "FAIL", "{}", run.stdout);
 
     // Blue is active; only green's lines reach Loki.
@@ -571,17 +766,29 @@ async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_co
     assert_eq!(run.status("loki ready"), "ok", "{}", run.stdout);
     let line = run.line("loki logs");
     assert!(line.contains("FAIL  loki logs"), "{line}");
-    assert!(line.contains("no line from the active color blue in the last 2m (green: 7)"), "{line}");
+    assert!(
+        line.contains("no line from the active color blue in the last 2m (green: 7)"),
+        "{line}"
+    );
     assert!(line.contains("docker compose ps promtail"), "{line}");
-    assert!(silent_blue.queries().iter().all(|q| q.ends_with("[2m]))")), "{:?}", silent_blue.queries());
+    assert!(
+        silent_blue.queries().iter().all(|q| q.ends_with("[2m]))")),
+        "{:?}",
+        silent_blue.queries()
+    );
     // Prometheus is skipped: the router's color is not compared, not failed.
-    assert!(run.line("router active color").contains("router: blue active (Prometheus skipped: not compared)"));
+    assert!(run
+        .line("router active color")
+        .contains("router: blue active (Prometheus skipped: not compared)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
     let grafana = FakeGrafana {
-        failing: Some(("loki", "Unable to connect with Loki. Please check the server logs for more details.")),
+        failing: Some((
+            "loki",
+            "Unable to connect with Loki. Please check the server logs for more details.",
+        )),
         dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-stack"],
     };
     let url = grafana.serve().await;
@@ -605,9 +812,21 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
     assert!(line.contains("provisioning"), "{line}");
 
     // With a login the list is read, and a data source nobody expected is checked too.
-    let run = doctor(&args, &[("VIGIE_GRAFANA_USER", "admin"), ("VIGIE_GRAFANA_PASSWORD", "secret")]).await;
-    assert!(run.line("grafana datasources").contains("2/3 answer; loki: ERROR"), "{}", run.stdout);
-    assert!(!run.line("grafana datasources").contains("without a login"), "{}", run.stdout);
+    let run = doctor(
+        &args,
+        &[("VIGIE_GRAFANA_USER", "admin"), ("VIGIE_GRAFANA_PASSWORD", "secret")],
+    )
+    .await;
+    assert!(
+        run.line("grafana datasources").contains("2/3 answer; loki: ERROR"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.line("grafana datasources").contains("without a login"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test]
@@ -617,11 +836,19 @@ async fn router_check_asks_for_the_admin_token_when_refused() {
     let blue = Proc::backend("blue", &db, &[]);
     let green = Proc::backend("green", &db, &[]);
     let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
-    let args = strings(&["--admin", &router.admin_url(""), "--skip", "prometheus,loki,grafana,alertmanager"]);
+    let args = strings(&[
+        "--admin",
+        &router.admin_url(""),
+        "--skip",
+        "prometheus,loki,grafana,alertmanager",
+    ]);
     let run = doctor(&args, &[]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let line = run.line("router active color");
-    assert!(line.contains("the admin API refused the request: answered 401"), "{line}");
+    assert!(
+        line.contains("the admin API refused the request: answered 401"),
+        "{line}"
+    );
     assert!(line.contains("set VIGIE_ADMIN_TOKEN"), "{line}");
 
     let run = doctor(&args, &[TOKEN_ENV]).await;
@@ -634,10 +861,17 @@ async fn doctor_rejects_bad_flags_with_exit_status_2() {
         (vec!["--skip", "lokki"], "unknown check \"lokki\""),
         (vec!["--timeout", "0s"], "more than 0"),
         (vec!["--timeout", "soon"], "invalid duration"),
-        (vec!["--prometheus", "https://prometheus:9090"], "must be an http:// URL"),
+        (
+            vec!["--prometheus", "https://prometheus:9090"],
+            "must be an http:// URL",
+        ),
     ] {
         let run = doctor(&strings(&args), &[]).await;
-        assert_eq!(run.code, 2, "{args:?}: stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 2,
+            "{args:?}: stdout:\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        );
         assert!(run.stderr.contains(complaint), "{args:?}: {}", run.stderr);
     }
 }

@@ -94,17 +94,9 @@ impl Proc {
                 .logs()
                 .iter()
                 .filter(|l| l["msg"] == "listening")
-                .filter_map(|l| {
-                    Some((
-                        l["listener"].as_str()?.to_owned(),
-                        l["addr"].as_str()?.parse().ok()?,
-                    ))
-                })
+                .filter_map(|l| Some((l["listener"].as_str()?.to_owned(), l["addr"].as_str()?.parse().ok()?)))
                 .collect();
-            if listeners
-                .iter()
-                .all(|want| found.iter().any(|(name, _)| name == want))
-            {
+            if listeners.iter().all(|want| found.iter().any(|(name, _)| name == want)) {
                 for (name, addr) in found {
                     match name.as_str() {
                         "public" => proc.addr = addr,
@@ -131,15 +123,7 @@ impl Proc {
     /// Starts a backend of `color` on a free port with the given database.
     pub fn backend(color: &str, database: &Path, extra: &[&str]) -> Proc {
         let db = database.to_str().expect("utf-8 path");
-        let mut args = vec![
-            "backend",
-            "--color",
-            color,
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            db,
-        ];
+        let mut args = vec!["backend", "--color", color, "--listen", "127.0.0.1:0", "--database", db];
         args.extend_from_slice(extra);
         Proc::start(&args, &[], &["public"])
     }
@@ -170,10 +154,7 @@ impl Proc {
             .lock()
             .expect("lines lock")
             .iter()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
             .collect()
     }
 
@@ -200,10 +181,7 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(100));
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -315,20 +293,35 @@ impl Proc {
 
     /// `GET /status` with the token.
     pub async fn router_status(&self) -> Value {
-        let response = client().get(self.admin_url("/status")).bearer_auth(ADMIN_TOKEN).send().await.expect("GET /status");
+        let response = client()
+            .get(self.admin_url("/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /status");
         assert_eq!(response.status(), 200);
         response.json().await.expect("status is JSON")
     }
 
     /// The admin listener's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
-        client().get(self.admin_url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics text")
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// Runs `vigie <args>` against this router's admin API: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
         let mut command = Command::new(vigie_bin());
-        command.args(args).env("VIGIE_ADMIN_URL", self.admin_url("")).env_remove("VIGIE_ADMIN_TOKEN");
+        command
+            .args(args)
+            .env("VIGIE_ADMIN_URL", self.admin_url(""))
+            .env_remove("VIGIE_ADMIN_TOKEN");
         if let Some(token) = token {
             command.env("VIGIE_ADMIN_TOKEN", token);
         }
@@ -344,6 +337,12 @@ impl Proc {
 /// The value of the sample `name{labels}` (labels written exactly as
 /// exposed, e.g. `color="blue",status_class="2xx"`), if present.
 pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -84,8 +84,12 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes
 impl Receiver {
     pub async fn start() -> Receiver {
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new().route("/v1/traces", post(receive)).with_state(Arc::clone(&spans));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let app = axum::Router::new()
+            .route("/v1/traces", post(receive))
+            .with_state(Arc::clone(&spans));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

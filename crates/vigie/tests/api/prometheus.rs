@@ -90,18 +90,29 @@ impl Prometheus {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn prometheus");
-        let mut prometheus = Prometheus { child, addr, config_dir: config_dir.to_owned() };
+        let mut prometheus = Prometheus {
+            child,
+            addr,
+            config_dir: config_dir.to_owned(),
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("prometheus exited with {status} before it was ready:\n{}", prometheus.log());
+                panic!(
+                    "prometheus exited with {status} before it was ready:\n{}",
+                    prometheus.log()
+                );
             }
             if let Ok(response) = client().get(prometheus.url("/-/ready")).send().await {
                 if response.status().is_success() {
                     return prometheus;
                 }
             }
-            assert!(Instant::now() < deadline, "prometheus not ready within {READY_TIMEOUT:?}:\n{}", prometheus.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready within {READY_TIMEOUT:?}:\n{}",
+                prometheus.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -116,7 +127,12 @@ impl Prometheus {
     }
 
     async fn api(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let response = client().get(self.url(path)).query(query).send().await.expect("prometheus API call");
+        let response = client()
+            .get(self.url(path))
+            .query(query)
+            .send()
+            .await
+            .expect("prometheus API call");
         let body: Value = response.json().await.expect("prometheus answers JSON");
         assert_eq!(body["status"], "success", "prometheus API {path} failed: {body}");
         body["data"].clone()
@@ -136,7 +152,11 @@ impl Prometheus {
 
     /// The active targets of `job`.
     pub async fn job_targets(&self, job: &str) -> Vec<Value> {
-        self.targets().await.into_iter().filter(|t| t["labels"]["job"] == job).collect()
+        self.targets()
+            .await
+            .into_iter()
+            .filter(|t| t["labels"]["job"] == job)
+            .collect()
     }
 }
 

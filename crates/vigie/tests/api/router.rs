@@ -23,7 +23,12 @@ impl Stack {
         let blue = Proc::backend("blue", &db, &[]);
         let green = Proc::backend("green", &db, &[]);
         let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), router_extra);
-        Stack { dir, blue, green, router }
+        Stack {
+            dir,
+            blue,
+            green,
+            router,
+        }
     }
 
     fn targets_file(&self) -> std::path::PathBuf {
@@ -33,11 +38,19 @@ impl Stack {
 
 /// The color that answered `GET /api/info`, checked against the header.
 async fn served_by(router: &Proc) -> String {
-    let response = client().get(router.url("/api/info")).send().await.expect("GET /api/info");
+    let response = client()
+        .get(router.url("/api/info"))
+        .send()
+        .await
+        .expect("GET /api/info");
     assert_eq!(response.status(), 200);
     let header = response.headers()["x-vigie-color"].to_str().expect("ascii").to_owned();
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["color"], header.as_str(), "x-vigie-color must name the color that answered");
+    assert_eq!(
+        body["color"],
+        header.as_str(),
+        "x-vigie-color must name the color that answered"
+    );
     header
 }
 
@@ -60,20 +73,35 @@ async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
     for _ in 0..10 {
         assert_eq!(served_by(&stack.router).await, "blue");
     }
-    assert_eq!(read_targets(&stack.targets_file()), expected_targets(&stack.blue, "blue", &stack.green, "green"));
+    assert_eq!(
+        read_targets(&stack.targets_file()),
+        expected_targets(&stack.blue, "blue", &stack.green, "green")
+    );
 
     let (status, body) = stack.router.switch_to("green").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "ok");
-    assert_eq!((body["from"].as_str(), body["to"].as_str(), body["active"].as_str()), (Some("blue"), Some("green"), Some("green")));
+    assert_eq!(
+        (body["from"].as_str(), body["to"].as_str(), body["active"].as_str()),
+        (Some("blue"), Some("green"), Some("green"))
+    );
     assert_eq!(body["drained"], true);
-    assert!(body["drain_ms"].is_u64() && body["checks"].as_u64() >= Some(3), "{body}");
-    assert_eq!((body["state_saved"].as_bool(), body["targets_written"].as_bool()), (Some(true), Some(true)));
+    assert!(
+        body["drain_ms"].is_u64() && body["checks"].as_u64() >= Some(3),
+        "{body}"
+    );
+    assert_eq!(
+        (body["state_saved"].as_bool(), body["targets_written"].as_bool()),
+        (Some(true), Some(true))
+    );
 
     for _ in 0..10 {
         assert_eq!(served_by(&stack.router).await, "green");
     }
-    assert_eq!(read_targets(&stack.targets_file()), expected_targets(&stack.green, "green", &stack.blue, "blue"));
+    assert_eq!(
+        read_targets(&stack.targets_file()),
+        expected_targets(&stack.green, "green", &stack.blue, "blue")
+    );
     let status = stack.router.router_status().await;
     assert_eq!(status["active"], "green");
     assert_eq!(status["switches"], 1);
@@ -84,31 +112,67 @@ async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
 
     let metrics = stack.router.metrics_text().await;
     let value = |name, labels| metric_value(&metrics, name, labels);
-    assert_eq!(value("vigie_router_requests_total", r#"color="blue",status_class="2xx""#), Some(10.0));
-    assert_eq!(value("vigie_router_requests_total", r#"color="green",status_class="2xx""#), Some(10.0));
-    assert_eq!(value("vigie_router_request_duration_seconds_count", r#"color="green",status_class="2xx""#), Some(10.0));
+    assert_eq!(
+        value("vigie_router_requests_total", r#"color="blue",status_class="2xx""#),
+        Some(10.0)
+    );
+    assert_eq!(
+        value("vigie_router_requests_total", r#"color="green",status_class="2xx""#),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(
+            "vigie_router_request_duration_seconds_count",
+            r#"color="green",status_class="2xx""#
+        ),
+        Some(10.0)
+    );
     assert_eq!(value("vigie_router_active_color", r#"color="green""#), Some(1.0));
     assert_eq!(value("vigie_router_active_color", r#"color="blue""#), Some(0.0));
-    assert_eq!(value("vigie_router_switches_total", r#"from="blue",to="green",result="ok""#), Some(1.0));
-    assert!(value("vigie_router_last_switch_timestamp_seconds", "").is_some_and(|t| t > 1.7e9), "{metrics}");
+    assert_eq!(
+        value("vigie_router_switches_total", r#"from="blue",to="green",result="ok""#),
+        Some(1.0)
+    );
+    assert!(
+        value("vigie_router_last_switch_timestamp_seconds", "").is_some_and(|t| t > 1.7e9),
+        "{metrics}"
+    );
 
     let logs = stack.router.logs();
     let switch = logs.iter().find(|l| l["msg"] == "switch").expect("a switch log line");
-    assert_eq!((switch["from"].as_str(), switch["to"].as_str(), switch["result"].as_str()), (Some("blue"), Some("green"), Some("ok")));
-    assert!(switch["reason"].is_string() && switch["drain_ms"].is_u64() && switch["check_ms"].is_u64(), "{switch}");
+    assert_eq!(
+        (
+            switch["from"].as_str(),
+            switch["to"].as_str(),
+            switch["result"].as_str()
+        ),
+        (Some("blue"), Some("green"), Some("ok"))
+    );
+    assert!(
+        switch["reason"].is_string() && switch["drain_ms"].is_u64() && switch["check_ms"].is_u64(),
+        "{switch}"
+    );
     let transitions: Vec<(String, String, String)> = logs
         .iter()
         .filter(|l| l["msg"] == "target state")
         .map(|l| (l["color"].to_string(), l["from"].to_string(), l["to"].to_string()))
         .collect();
-    assert_eq!(transitions.len(), 4, "standby→checking→active for green, active→draining→standby for blue: {transitions:?}");
+    assert_eq!(
+        transitions.len(),
+        4,
+        "standby→checking→active for green, active→draining→standby for blue: {transitions:?}"
+    );
 }
 
 #[tokio::test]
 async fn the_router_and_backend_log_lines_share_the_request_id() {
     let stack = Stack::start("router-reqid", &[]);
-    let response =
-        client().get(stack.router.url("/api/info?x=1")).header("x-request-id", "trace-me-42").send().await.expect("GET");
+    let response = client()
+        .get(stack.router.url("/api/info?x=1"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     let generated = client().get(stack.router.url("/api/tasks")).send().await.expect("GET");
     let generated = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
@@ -117,7 +181,10 @@ async fn the_router_and_backend_log_lines_share_the_request_id() {
     for id in ["trace-me-42", generated.as_str()] {
         let router_line = crate::helpers::eventually(Duration::from_secs(5), "router request line", || {
             let logs = stack.router.logs();
-            async move { logs.into_iter().find(|l| l["msg"] == "request" && l["request_id"] == id) }
+            async move {
+                logs.into_iter()
+                    .find(|l| l["msg"] == "request" && l["request_id"] == id)
+            }
         })
         .await;
         assert_eq!(router_line["target"], "http");
@@ -126,10 +193,16 @@ async fn the_router_and_backend_log_lines_share_the_request_id() {
         assert_eq!(router_line["status"], 200);
         assert_eq!(router_line["upstream_color"], "blue");
         assert!(router_line["duration_ms"].is_f64(), "{router_line}");
-        assert!(router_line["path"].as_str().is_some_and(|p| p.starts_with("/api/")), "{router_line}");
+        assert!(
+            router_line["path"].as_str().is_some_and(|p| p.starts_with("/api/")),
+            "{router_line}"
+        );
         crate::helpers::eventually(Duration::from_secs(5), "backend request line with the same id", || {
             let logs = stack.blue.logs();
-            async move { logs.into_iter().find(|l| l["msg"] == "request" && l["request_id"] == id) }
+            async move {
+                logs.into_iter()
+                    .find(|l| l["msg"] == "request" && l["request_id"] == id)
+            }
         })
         .await;
     }
@@ -164,21 +237,43 @@ async fn the_targets_file_always_parses_and_agrees_during_switches() {
         color = if color == "blue" { "green" } else { "blue" };
         let (status, body) = stack.router.switch_to(color).await;
         assert_eq!(status, 200, "{body}");
-        let expected = if color == "green" { &green_then_blue } else { &blue_then_green };
-        assert_eq!(&read_targets(&path), expected, "the targets file names the new color once the switch answered");
+        let expected = if color == "green" {
+            &green_then_blue
+        } else {
+            &blue_then_green
+        };
+        assert_eq!(
+            &read_targets(&path),
+            expected,
+            "the targets file names the new color once the switch answered"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, bad) = reader.join().expect("reader thread");
     assert!(reads > 100, "the reader polled only {reads} times");
-    assert!(bad.is_empty(), "{} of {reads} reads saw a bad targets file, e.g. {:?}", bad.len(), bad.first());
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("dir")).expect("list").flatten().map(|e| e.file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("backend.json")], "no temp file is left behind");
+    assert!(
+        bad.is_empty(),
+        "{} of {reads} reads saw a bad targets file, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("backend.json")],
+        "no temp file is left behind"
+    );
 }
 
 #[tokio::test]
 async fn no_standby_target_lists_only_the_active_color() {
     let stack = Stack::start("router-nostandby", &["--no-standby-target"]);
-    let expected = json!([{ "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "active" } }]);
+    let expected =
+        json!([{ "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "active" } }]);
     assert_eq!(read_targets(&stack.targets_file()), expected);
 }
 
@@ -191,26 +286,57 @@ async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothi
 
     let started = Instant::now();
     let (status, body) = router.switch_to("green").await;
-    assert!(started.elapsed() < Duration::from_secs(4), "refusal is bounded by the deploy timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refusal is bounded by the deploy timeout"
+    );
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "not_ready");
     assert_eq!(body["result"], "refused");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("green is not ready")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("green is not ready")),
+        "{body}"
+    );
 
     assert_eq!(served_by(&router).await, "blue");
     assert_eq!(router.router_status().await["active"], "blue");
     assert_eq!(router.router_status().await["switches"], 0);
-    assert_eq!(std::fs::read(dir.join("targets/backend.json")).expect("targets"), targets_before);
+    assert_eq!(
+        std::fs::read(dir.join("targets/backend.json")).expect("targets"),
+        targets_before
+    );
     assert!(!dir.join("state.json").exists(), "a refused switch saves no state");
     let metrics = router.metrics_text().await;
-    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="green",result="refused""#), Some(1.0));
-    assert_eq!(metric_value(&metrics, "vigie_router_active_color", r#"color="blue""#), Some(1.0));
-    let line = router.logs().into_iter().find(|l| l["msg"] == "switch").expect("switch log line");
-    assert_eq!((line["result"].as_str(), line["level"].as_str()), (Some("refused"), Some("warn")));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_switches_total",
+            r#"from="blue",to="green",result="refused""#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "vigie_router_active_color", r#"color="blue""#),
+        Some(1.0)
+    );
+    let line = router
+        .logs()
+        .into_iter()
+        .find(|l| l["msg"] == "switch")
+        .expect("switch log line");
+    assert_eq!(
+        (line["result"].as_str(), line["level"].as_str()),
+        (Some("refused"), Some("warn"))
+    );
 
     let (code, _stdout, stderr) = router.cli(&["switch", "green"], Some(ADMIN_TOKEN));
     assert_eq!(code, 1, "a refused switch exits 1; stderr: {stderr}");
-    assert!(stderr.contains("switch refused") && stderr.contains("not ready"), "{stderr}");
+    assert!(
+        stderr.contains("switch refused") && stderr.contains("not ready"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -271,9 +397,27 @@ async fn switching_to_the_active_color_changes_nothing() {
     assert_eq!(body["result"], "noop");
     assert_eq!(stack.router.router_status().await["switches"], 0);
     let metrics = stack.router.metrics_text().await;
-    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="blue",result="noop""#), Some(1.0));
-    assert_eq!(metric_value(&metrics, "vigie_router_switches_total", r#"from="blue",to="green",result="refused""#), Some(0.0), "every outcome starts at 0");
-    assert_eq!(metric_value(&metrics, "vigie_router_last_switch_timestamp_seconds", ""), Some(0.0));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_switches_total",
+            r#"from="blue",to="blue",result="noop""#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_switches_total",
+            r#"from="blue",to="green",result="refused""#
+        ),
+        Some(0.0),
+        "every outcome starts at 0"
+    );
+    assert_eq!(
+        metric_value(&metrics, "vigie_router_last_switch_timestamp_seconds", ""),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -295,9 +439,15 @@ async fn the_active_color_survives_a_restart() {
     assert_eq!(status["since"], since);
     assert_eq!(status["switches"], 1);
     assert_eq!(served_by(&router).await, "green");
-    assert_eq!(read_targets(&dir.join("targets/backend.json")), expected_targets(&green, "green", &blue, "blue"));
+    assert_eq!(
+        read_targets(&dir.join("targets/backend.json")),
+        expected_targets(&green, "green", &blue, "blue")
+    );
     let metrics = router.metrics_text().await;
-    assert_eq!(metric_value(&metrics, "vigie_router_active_color", r#"color="green""#), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "vigie_router_active_color", r#"color="green""#),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -309,11 +459,19 @@ async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
     std::fs::write(dir.join("state.json"), "{\"active\":\"gre").expect("write corrupt state");
     let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
     assert_eq!(served_by(&router).await, "blue");
-    let line = router.logs().into_iter().find(|l| l["level"] == "error").expect("an error line about the state file");
-    assert!(line["error"].as_str().is_some_and(|e| e.contains("state.json")), "{line}");
+    let line = router
+        .logs()
+        .into_iter()
+        .find(|l| l["level"] == "error")
+        .expect("an error line about the state file");
+    assert!(
+        line["error"].as_str().is_some_and(|e| e.contains("state.json")),
+        "{line}"
+    );
     // The next switch replaces the unusable file.
     assert_eq!(router.switch_to("green").await.0, 200);
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state")).expect("json");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state")).expect("json");
     assert_eq!(saved["active"], "green");
 }
 
@@ -327,7 +485,11 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() {
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
-            let response = request.json(&json!({ "to": "green" })).send().await.expect("admin call");
+            let response = request
+                .json(&json!({ "to": "green" }))
+                .send()
+                .await
+                .expect("admin call");
             assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
             assert_eq!(response.json::<Value>().await.expect("json")["error"], "unauthorized");
@@ -336,11 +498,18 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() {
     assert_eq!(router.router_status().await["active"], "blue", "nothing switched");
     for open in ["/metrics", "/health/live"] {
         let response = client().get(router.admin_url(open)).send().await.expect("GET");
-        assert_eq!(response.status(), 200, "{open} needs no token (Prometheus and health checks)");
+        assert_eq!(
+            response.status(),
+            200,
+            "{open} needs no token (Prometheus and health checks)"
+        );
     }
     let (code, _, stderr) = router.cli(&["status"], None);
     assert_eq!(code, 1);
-    assert!(stderr.contains("401") && stderr.contains("VIGIE_ADMIN_TOKEN"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("VIGIE_ADMIN_TOKEN"),
+        "{stderr}"
+    );
     let (code, _, _) = router.cli(&["switch", "green"], Some("wrong"));
     assert_eq!(code, 1);
 }
@@ -354,12 +523,19 @@ async fn cli_switch_and_status_print_summaries_or_json_and_exit_0_on_ok_and_noop
     let (code, stdout, stderr) = router.cli(&["status"], token);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("active: blue"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("green") && l.contains("standby")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("green") && l.contains("standby")),
+        "{stdout}"
+    );
 
     let (code, stdout, stderr) = router.cli(&["switch", "green", "--reason", "release 1.2"], token);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("switched blue -> green"), "{stdout}");
-    let line = router.logs().into_iter().find(|l| l["msg"] == "switch").expect("switch line");
+    let line = router
+        .logs()
+        .into_iter()
+        .find(|l| l["msg"] == "switch")
+        .expect("switch line");
     assert_eq!(line["reason"], "release 1.2");
 
     let (code, stdout, _) = router.cli(&["switch", "green"], token);
@@ -369,12 +545,18 @@ async fn cli_switch_and_status_print_summaries_or_json_and_exit_0_on_ok_and_noop
     let (code, stdout, _) = router.cli(&["switch", "blue", "--json"], token);
     assert_eq!(code, 0);
     let answer: Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
-    assert_eq!((answer["result"].as_str(), answer["active"].as_str()), (Some("ok"), Some("blue")));
+    assert_eq!(
+        (answer["result"].as_str(), answer["active"].as_str()),
+        (Some("ok"), Some("blue"))
+    );
 
     let (code, stdout, _) = router.cli(&["status", "--json"], token);
     assert_eq!(code, 0);
     let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
-    assert_eq!((status["active"].as_str(), status["switches"].as_u64()), (Some("blue"), Some(2)));
+    assert_eq!(
+        (status["active"].as_str(), status["switches"].as_u64()),
+        (Some("blue"), Some(2))
+    );
 
     let (code, _, stderr) = router.cli(&["switch", "purple"], token);
     assert_eq!(code, 2, "clap rejects an unknown color: {stderr}");
@@ -398,7 +580,10 @@ async fn an_unreachable_upstream_answers_502_fast_and_the_router_stays_up() {
             .send()
             .await
             .expect("the router answers");
-        assert!(started.elapsed() < Duration::from_secs(2), "a refused connect fails fast");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a refused connect fails fast"
+        );
         assert_eq!(response.status(), 502);
         assert_eq!(response.headers()["x-vigie-color"], "blue");
         let body: Value = response.json().await.expect("json error");
@@ -406,10 +591,31 @@ async fn an_unreachable_upstream_answers_502_fast_and_the_router_stays_up() {
         assert!(body["message"].as_str().is_some_and(|m| m.contains("blue")), "{body}");
     }
     let metrics = router.metrics_text().await;
-    assert_eq!(metric_value(&metrics, "vigie_router_upstream_errors_total", r#"color="blue",kind="connect""#), Some(2.0));
-    assert_eq!(metric_value(&metrics, "vigie_router_requests_total", r#"color="blue",status_class="5xx""#), Some(2.0));
-    let line = router.logs().into_iter().find(|l| l["msg"] == "request").expect("request line");
-    assert_eq!((line["level"].as_str(), line["status"].as_u64()), (Some("error"), Some(502)));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_upstream_errors_total",
+            r#"color="blue",kind="connect""#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_requests_total",
+            r#"color="blue",status_class="5xx""#
+        ),
+        Some(2.0)
+    );
+    let line = router
+        .logs()
+        .into_iter()
+        .find(|l| l["msg"] == "request")
+        .expect("request line");
+    assert_eq!(
+        (line["level"].as_str(), line["status"].as_u64()),
+        (Some("error"), Some(502))
+    );
     let status = router.router_status().await;
     assert_eq!(status["active"], "blue");
     crate::helpers::eventually(Duration::from_secs(5), "background probe marks blue unhealthy", || {
@@ -426,15 +632,40 @@ async fn a_slow_upstream_answers_504_within_the_request_timeout() {
     let blue = Proc::backend("blue", &db, &["--fault-latency-ms", "3000"]);
     let router = Proc::router(&blue.url(""), &dead_url(), dir.path(), &["--request-timeout", "300ms"]);
     let started = Instant::now();
-    let response = client().get(router.url("/api/info")).send().await.expect("the router answers");
+    let response = client()
+        .get(router.url("/api/info"))
+        .send()
+        .await
+        .expect("the router answers");
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
     assert_eq!(response.status(), 504);
-    assert_eq!(response.json::<Value>().await.expect("json")["error"], "upstream_timeout");
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["error"],
+        "upstream_timeout"
+    );
     let metrics = router.metrics_text().await;
-    assert_eq!(metric_value(&metrics, "vigie_router_upstream_errors_total", r#"color="blue",kind="timeout""#), Some(1.0));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_upstream_errors_total",
+            r#"color="blue",kind="timeout""#
+        ),
+        Some(1.0)
+    );
     // Probes are not delayed (fault injection covers /api/* only): still fine.
-    assert_eq!(client().get(router.url("/health/live")).send().await.expect("GET").status(), 200);
+    assert_eq!(
+        client()
+            .get(router.url("/health/live"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
 }
 
 /// A minimal upstream that answers every request with its request head as
@@ -507,16 +738,28 @@ async fn proxied_requests_carry_forwarding_headers_stream_bodies_and_drop_hop_by
         .expect("POST through the router");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-resp-kept"], "1");
-    assert!(response.headers().get("x-resp-hop").is_none(), "response hop-by-hop headers are removed");
+    assert!(
+        response.headers().get("x-resp-hop").is_none(),
+        "response hop-by-hop headers are removed"
+    );
     let seen = response.text().await.expect("echo body");
     assert!(seen.starts_with("post /api/echo?q=1 http/1.1"), "{seen}");
     assert!(seen.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\r\n"), "{seen}");
     assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
     assert!(seen.contains("x-request-id: echo-1\r\n"), "{seen}");
     assert!(seen.contains("x-kept: yes\r\n"), "{seen}");
-    assert!(seen.contains(&format!("host: {}\r\n", router.addr)), "the client's Host is kept: {seen}");
-    assert!(!seen.contains("x-client-hop") && !seen.contains("proxy-authorization"), "{seen}");
-    assert!(seen.contains(&format!("body-bytes: {}\n", 3 * 1024 * 1024)), "the whole body is streamed: {seen}");
+    assert!(
+        seen.contains(&format!("host: {}\r\n", router.addr)),
+        "the client's Host is kept: {seen}"
+    );
+    assert!(
+        !seen.contains("x-client-hop") && !seen.contains("proxy-authorization"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("body-bytes: {}\n", 3 * 1024 * 1024)),
+        "the whole body is streamed: {seen}"
+    );
 
     let big = client().get(router.url("/big/8000000")).send().await.expect("GET big");
     assert_eq!(big.bytes().await.expect("big body").len(), 8_000_000);
@@ -554,9 +797,15 @@ async fn router_metrics_follow_prometheus_conventions() {
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ] {
-        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name} missing:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{metrics}"
+        );
     }
-    assert!(metrics.contains(r#"vigie_build_info{version=""#) && metrics.contains(r#"role="router""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"vigie_build_info{version=""#) && metrics.contains(r#"role="router""#),
+        "{metrics}"
+    );
     let promtool = require_program("promtool", "prometheus");
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
@@ -589,6 +838,10 @@ fn bad_router_flags_exit_2_with_a_clear_message() {
             .output()
             .expect("run vigie router");
         assert_eq!(output.status.code(), Some(2), "{flag} {value}");
-        assert!(String::from_utf8_lossy(&output.stderr).contains(flag), "{flag}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(flag),
+            "{flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

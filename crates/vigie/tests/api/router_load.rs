@@ -33,7 +33,9 @@ async fn run_client(base: String, n: usize, stop: Arc<AtomicBool>) -> ClientRepo
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) && i < MAX_REQUESTS_PER_CLIENT {
         let request = match i % 3 {
-            0 => http.post(format!("{base}/api/tasks")).json(&json!({ "title": format!("client {n} task {i}") })),
+            0 => http
+                .post(format!("{base}/api/tasks"))
+                .json(&json!({ "title": format!("client {n} task {i}") })),
             1 => match report.created.last() {
                 Some(id) => http.get(format!("{base}/api/tasks/{id}")),
                 None => http.get(format!("{base}/api/info")),
@@ -43,14 +45,21 @@ async fn run_client(base: String, n: usize, stop: Arc<AtomicBool>) -> ClientRepo
         i += 1;
         match request.send().await {
             Ok(response) if response.status().is_success() => {
-                let color = response.headers().get("x-vigie-color").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+                let color = response
+                    .headers()
+                    .get("x-vigie-color")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
                 *report.colors.entry(color).or_default() += 1;
                 let created = response.status() == 201;
                 match response.json::<Value>().await {
                     Ok(body) => {
                         report.ok += 1;
                         if created {
-                            report.created.push(body["id"].as_i64().expect("a created task has an id"));
+                            report
+                                .created
+                                .push(body["id"].as_i64().expect("a created task has an id"));
                         }
                     }
                     Err(e) => report.failures.push(format!("body: {e}")),
@@ -58,7 +67,9 @@ async fn run_client(base: String, n: usize, stop: Arc<AtomicBool>) -> ClientRepo
             }
             Ok(response) => {
                 let status = response.status();
-                report.failures.push(format!("{status}: {}", response.text().await.unwrap_or_default()));
+                report
+                    .failures
+                    .push(format!("{status}: {}", response.text().await.unwrap_or_default()));
             }
             Err(e) => report.failures.push(format!("transport: {e}")),
         }
@@ -80,8 +91,9 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
         &["--health-check-successes", "2", "--log-level", "warn,vigie_router=info"],
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> =
-        (0..CLIENTS).map(|n| tokio::spawn(run_client(router.url(""), n, Arc::clone(&stop)))).collect();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| tokio::spawn(run_client(router.url(""), n, Arc::clone(&stop))))
+        .collect();
 
     let started = Instant::now();
     let mut switches = Vec::new();
@@ -97,7 +109,10 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
     stop.store(true, Ordering::Relaxed);
     let mut total = ClientReport::default();
     for handle in clients {
-        let report = tokio::time::timeout(Duration::from_secs(15), handle).await.expect("clients stop").expect("join");
+        let report = tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("clients stop")
+            .expect("join");
         total.ok += report.ok;
         total.failures.extend(report.failures);
         total.created.extend(report.created);
@@ -116,9 +131,23 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
         total.colors
     );
     assert!(switches.len() >= 10, "only {} switches", switches.len());
-    assert!(total.failures.is_empty(), "{} of {} requests failed, e.g. {:?}", total.failures.len(), total.ok + total.failures.len() as u64, &total.failures[..total.failures.len().min(5)]);
-    assert!(total.ok > 200, "too little load to mean anything: {} requests", total.ok);
-    assert!(total.colors.get("blue") > Some(&0) && total.colors.get("green") > Some(&0), "{:?}", total.colors);
+    assert!(
+        total.failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        total.failures.len(),
+        total.ok + total.failures.len() as u64,
+        &total.failures[..total.failures.len().min(5)]
+    );
+    assert!(
+        total.ok > 200,
+        "too little load to mean anything: {} requests",
+        total.ok
+    );
+    assert!(
+        total.colors.get("blue") > Some(&0) && total.colors.get("green") > Some(&0),
+        "{:?}",
+        total.colors
+    );
 
     // Every write is there, read back through the router and straight from
     // each backend (they share the database).
@@ -141,15 +170,29 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
         listed.extend(page.iter().filter_map(|t| t["id"].as_i64()));
     }
     let missing: Vec<_> = total.created.iter().filter(|id| !listed.contains(id)).collect();
-    assert!(missing.is_empty(), "{} of {} created tasks are missing: {:?}", missing.len(), total.created.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {} created tasks are missing: {:?}",
+        missing.len(),
+        total.created.len(),
+        &missing[..missing.len().min(10)]
+    );
     for id in total.created.iter().step_by((total.created.len() / 20).max(1)) {
-        let response = http.get(router.url(&format!("/api/tasks/{id}"))).send().await.expect("GET task");
+        let response = http
+            .get(router.url(&format!("/api/tasks/{id}")))
+            .send()
+            .await
+            .expect("GET task");
         assert_eq!(response.status(), 200, "task {id}");
     }
     let metrics = router.metrics_text().await;
     for color in ["blue", "green"] {
         for class in ["5xx", "4xx"] {
-            let value = crate::helpers::metric_value(&metrics, "vigie_router_requests_total", &format!("color=\"{color}\",status_class=\"{class}\""));
+            let value = crate::helpers::metric_value(
+                &metrics,
+                "vigie_router_requests_total",
+                &format!("color=\"{color}\",status_class=\"{class}\""),
+            );
             assert_eq!(value, Some(0.0), "{color} {class}");
         }
     }
@@ -166,7 +209,14 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
         &blue.url(""),
         &green.url(""),
         dir.path(),
-        &["--connect-timeout", "500ms", "--request-timeout", "2s", "--log-level", "warn,vigie_router=info"],
+        &[
+            "--connect-timeout",
+            "500ms",
+            "--request-timeout",
+            "2s",
+            "--log-level",
+            "warn,vigie_router=info",
+        ],
     );
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -174,13 +224,15 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
             let (base, stop) = (router.url(""), Arc::clone(&stop));
             tokio::spawn(async move {
                 let http = client();
-                let (mut statuses, mut slowest, mut problems) = (HashMap::<u16, u64>::new(), Duration::ZERO, Vec::new());
+                let (mut statuses, mut slowest, mut problems) =
+                    (HashMap::<u16, u64>::new(), Duration::ZERO, Vec::new());
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 50_000 {
                     i += 1;
                     let started = Instant::now();
                     let request = if i % 2 == 0 {
-                        http.post(format!("{base}/api/tasks")).json(&json!({ "title": format!("kill {n} {i}") }))
+                        http.post(format!("{base}/api/tasks"))
+                            .json(&json!({ "title": format!("kill {n} {i}") }))
                     } else {
                         http.get(format!("{base}/api/info"))
                     };
@@ -190,7 +242,10 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
                             *statuses.entry(status).or_default() += 1;
                             if status >= 500 {
                                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                                if !matches!(body["error"].as_str(), Some("upstream_unreachable" | "upstream_timeout")) {
+                                if !matches!(
+                                    body["error"].as_str(),
+                                    Some("upstream_unreachable" | "upstream_timeout")
+                                ) {
                                     problems.push(format!("{status} without the JSON error body: {body}"));
                                 }
                             }
@@ -211,14 +266,24 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
 
     let mut statuses = HashMap::<u16, u64>::new();
     for handle in clients {
-        let (s, slowest, problems) = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("no hang").expect("join");
+        let (s, slowest, problems) = tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("no hang")
+            .expect("join");
         assert!(problems.is_empty(), "{problems:?}");
-        assert!(slowest < request_timeout + Duration::from_secs(1), "a request took {slowest:?}");
+        assert!(
+            slowest < request_timeout + Duration::from_secs(1),
+            "a request took {slowest:?}"
+        );
         for (status, n) in s {
             *statuses.entry(status).or_default() += n;
         }
     }
-    let errors: u64 = statuses.iter().filter(|(s, _)| **s == 502 || **s == 504).map(|(_, n)| n).sum();
+    let errors: u64 = statuses
+        .iter()
+        .filter(|(s, _)| **s == 502 || **s == 504)
+        .map(|(_, n)| n)
+        .sum();
     let other: Vec<_> = statuses.keys().filter(|s| ![200, 201, 502, 504].contains(*s)).collect();
     assert!(other.is_empty(), "unexpected statuses: {statuses:?}");
     eprintln!("active backend killed mid-load: statuses {statuses:?}");
@@ -229,8 +294,18 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
     let (status, body) = router.switch_to("green").await;
     assert_eq!(status, 200, "{body}");
     let response = client().get(router.url("/api/info")).send().await.expect("GET");
-    assert_eq!((response.status().as_u16(), response.headers()["x-vigie-color"].to_str().ok()), (200, Some("green")));
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.headers()["x-vigie-color"].to_str().ok()
+        ),
+        (200, Some("green"))
+    );
     let metrics = router.metrics_text().await;
-    let connect = crate::helpers::metric_value(&metrics, "vigie_router_upstream_errors_total", r#"color="blue",kind="connect""#);
+    let connect = crate::helpers::metric_value(
+        &metrics,
+        "vigie_router_upstream_errors_total",
+        r#"color="blue",kind="connect""#,
+    );
     assert!(connect > Some(0.0), "{metrics}");
 }

@@ -20,7 +20,13 @@ async fn backend_targets(prometheus: &Prometheus) -> Vec<(String, String, String
         .job_targets("backend")
         .await
         .iter()
-        .map(|t| (text(t, "color"), text(t, "role"), t["health"].as_str().unwrap_or("").to_owned()))
+        .map(|t| {
+            (
+                text(t, "color"),
+                text(t, "role"),
+                t["health"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     targets.sort();
     targets
@@ -64,12 +70,18 @@ async fn prometheus_sees_the_new_active_color_after_a_switch() {
     .await;
 
     // The router job scrapes the admin listener; its active-color gauge agrees.
-    eventually(SEEN_WITHIN, "vigie_router_active_color{color=\"green\"} == 1 in Prometheus", || {
-        let prometheus = &prometheus;
-        async move {
-            let result = prometheus.query(r#"vigie_router_active_color{job="router",color="green"} == 1"#).await;
-            (!result.is_empty()).then_some(())
-        }
-    })
+    eventually(
+        SEEN_WITHIN,
+        "vigie_router_active_color{color=\"green\"} == 1 in Prometheus",
+        || {
+            let prometheus = &prometheus;
+            async move {
+                let result = prometheus
+                    .query(r#"vigie_router_active_color{job="router",color="green"} == 1"#)
+                    .await;
+                (!result.is_empty()).then_some(())
+            }
+        },
+    )
     .await;
 }

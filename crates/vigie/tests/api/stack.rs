@@ -29,7 +29,8 @@ fn dashboards() -> Vec<(String, Value)> {
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .map(|e| {
             let text = std::fs::read_to_string(e.path()).expect("read dashboard");
-            let value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: invalid JSON: {err}", e.path().display()));
+            let value =
+                serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: invalid JSON: {err}", e.path().display()));
             (e.file_name().to_string_lossy().into_owned(), value)
         })
         .collect();
@@ -70,7 +71,11 @@ fn queries(panel: &Value) -> Vec<(String, String)> {
         .flatten()
         .map(|t| {
             let uid = t["datasource"]["uid"].as_str().unwrap_or(panel_uid).to_owned();
-            let expr = t["expr"].as_str().or_else(|| t["query"].as_str()).unwrap_or_default().to_owned();
+            let expr = t["expr"]
+                .as_str()
+                .or_else(|| t["query"].as_str())
+                .unwrap_or_default()
+                .to_owned();
             (uid, expr)
         })
         .collect()
@@ -80,13 +85,22 @@ fn queries(panel: &Value) -> Vec<(String, String)> {
 fn dashboards_name_provisioned_datasources_and_every_panel_has_a_query() {
     let uids = provisioned_datasource_uids();
     for required in ["prometheus", "loki", "alertmanager"] {
-        assert!(uids.contains(required), "datasource uid {required} is not provisioned: {uids:?}");
+        assert!(
+            uids.contains(required),
+            "datasource uid {required} is not provisioned: {uids:?}"
+        );
     }
     let mut dashboard_uids = HashSet::new();
     for (file, dashboard) in dashboards() {
         let uid = dashboard["uid"].as_str().unwrap_or_else(|| panic!("{file}: no uid"));
-        assert!(dashboard_uids.insert(uid.to_owned()), "{file}: duplicate dashboard uid {uid}");
-        assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()), "{file}: no title");
+        assert!(
+            dashboard_uids.insert(uid.to_owned()),
+            "{file}: duplicate dashboard uid {uid}"
+        );
+        assert!(
+            dashboard["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{file}: no title"
+        );
         let mut ids = HashSet::new();
         let panels = panels(&dashboard);
         assert!(!panels.is_empty(), "{file}: no panels");
@@ -95,19 +109,28 @@ fn dashboards_name_provisioned_datasources_and_every_panel_has_a_query() {
             if panel["type"] == "text" {
                 continue;
             }
-            let id = panel["id"].as_u64().unwrap_or_else(|| panic!("{file}: panel {title:?} has no id"));
+            let id = panel["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{file}: panel {title:?} has no id"));
             assert!(ids.insert(id), "{file}: duplicate panel id {id}");
             let queries = queries(panel);
             assert!(!queries.is_empty(), "{file}: panel {title:?} has no query");
             for (ds, expr) in queries {
-                assert!(uids.contains(&ds), "{file}: panel {title:?} names datasource {ds:?}, not provisioned");
+                assert!(
+                    uids.contains(&ds),
+                    "{file}: panel {title:?} names datasource {ds:?}, not provisioned"
+                );
                 assert!(!expr.trim().is_empty(), "{file}: panel {title:?} has an empty query");
             }
         }
         for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
             if variable["type"] == "query" {
                 let ds = variable["datasource"]["uid"].as_str().unwrap_or_default();
-                assert!(uids.contains(ds), "{file}: variable {} names datasource {ds:?}", variable["name"]);
+                assert!(
+                    uids.contains(ds),
+                    "{file}: variable {} names datasource {ds:?}",
+                    variable["name"]
+                );
             }
         }
     }
@@ -129,7 +152,9 @@ fn fill_variables(expr: &str) -> String {
 
 /// Queries about components that cannot run on the test machines.
 fn needs_unavailable_component(expr: &str) -> bool {
-    ["loki_", "promtail_", "alloy_", "grafana_", "tempo_"].iter().any(|p| expr.contains(p))
+    ["loki_", "promtail_", "alloy_", "grafana_", "tempo_"]
+        .iter()
+        .any(|p| expr.contains(p))
 }
 
 /// Starts the real Alertmanager on a free port.
@@ -140,7 +165,10 @@ impl Alertmanager {
         let binary = require_program("prometheus-alertmanager", "prometheus-alertmanager");
         let addr = format!("127.0.0.1:{}", free_port());
         let child = std::process::Command::new(binary)
-            .arg(format!("--config.file={}", repo().join("stack/alertmanager/alertmanager.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                repo().join("stack/alertmanager/alertmanager.yml").display()
+            ))
             .arg(format!("--storage.path={}", dir.join("am").display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--cluster.listen-address=")
@@ -151,7 +179,15 @@ impl Alertmanager {
         let am = Alertmanager(child, addr);
         crate::helpers::eventually(Duration::from_secs(15), "alertmanager ready", || {
             let url = format!("http://{}/-/ready", am.1);
-            async move { client().get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
         am
@@ -176,10 +212,19 @@ async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() 
     let targets_file = config.join("targets").join("backend.json");
     let router = Proc::start(
         &[
-            "router", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-            "--blue", &blue.url(""), "--green", &green.url(""),
-            "--state-file", dir.join("state.json").to_str().expect("utf-8"),
-            "--targets-file", targets_file.to_str().expect("utf-8"),
+            "router",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--blue",
+            &blue.url(""),
+            "--green",
+            &green.url(""),
+            "--state-file",
+            dir.join("state.json").to_str().expect("utf-8"),
+            "--targets-file",
+            targets_file.to_str().expect("utf-8"),
         ],
         &[],
         &["public", "admin"],
@@ -197,7 +242,11 @@ async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() 
         let http = client();
         for i in 0..4000u32 {
             let _ = http.get(format!("{public}/api/info")).send().await;
-            let _ = http.post(format!("{public}/api/tasks")).json(&json!({"title": format!("t{i}")})).send().await;
+            let _ = http
+                .post(format!("{public}/api/tasks"))
+                .json(&json!({"title": format!("t{i}")}))
+                .send()
+                .await;
             let _ = http.get(format!("{public}/api/tasks/{}", i / 2 + 1)).send().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -215,7 +264,11 @@ async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() 
         .send()
         .await
         .expect("switch");
-    assert!(switched.status().is_success(), "switch failed: {}", switched.text().await.unwrap_or_default());
+    assert!(
+        switched.status().is_success(),
+        "switch failed: {}",
+        switched.text().await.unwrap_or_default()
+    );
 
     let mut checked = BTreeSet::new();
     let mut not_checked = BTreeSet::new();
@@ -241,7 +294,11 @@ async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() 
             }
         }
     }
-    assert!(expressions.len() >= 20, "only {} Prometheus queries found", expressions.len());
+    assert!(
+        expressions.len() >= 20,
+        "only {} Prometheus queries found",
+        expressions.len()
+    );
     for (title, expr) in &expressions {
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         while prometheus.query(expr).await.is_empty() {

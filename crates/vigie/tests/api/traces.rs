@@ -14,7 +14,15 @@ const PARENT_SPAN: &str = "00f067aa0ba902b7";
 
 fn backend_with_env(dir: &TempDir, envs: &[(&str, &str)], extra: &[&str]) -> Proc {
     let db = dir.join("vigie.db");
-    let mut args = vec!["backend", "--color", "green", "--listen", "127.0.0.1:0", "--database", db.to_str().expect("utf-8")];
+    let mut args = vec![
+        "backend",
+        "--color",
+        "green",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db.to_str().expect("utf-8"),
+    ];
     args.extend_from_slice(extra);
     Proc::start(&args, envs, &["public"])
 }
@@ -45,18 +53,36 @@ async fn backend_continues_a_traceparent_and_exports_server_and_database_spans()
     assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(server.service, "vigie-backend");
     assert_eq!(server.resource.get("vigie.color").map(String::as_str), Some("green"));
-    assert_eq!(server.attributes.get("http.request.method").map(String::as_str), Some("POST"));
-    assert_eq!(server.attributes.get("http.route").map(String::as_str), Some("/api/tasks"));
-    assert_eq!(server.attributes.get("http.response.status_code").map(String::as_str), Some("201"));
+    assert_eq!(
+        server.attributes.get("http.request.method").map(String::as_str),
+        Some("POST")
+    );
+    assert_eq!(
+        server.attributes.get("http.route").map(String::as_str),
+        Some("/api/tasks")
+    );
+    assert_eq!(
+        server.attributes.get("http.response.status_code").map(String::as_str),
+        Some("201")
+    );
     let db = spans.iter().find(|s| s.name == "insert tasks").expect("db span");
     assert_eq!(db.trace_id, PARENT_TRACE);
-    assert_eq!(db.parent_span_id, server.span_id, "the query span is a child of the server span");
+    assert_eq!(
+        db.parent_span_id, server.span_id,
+        "the query span is a child of the server span"
+    );
     assert_eq!(db.attributes.get("db.system").map(String::as_str), Some("sqlite"));
-    assert_eq!(db.attributes.get("db.operation.name").map(String::as_str), Some("insert"));
+    assert_eq!(
+        db.attributes.get("db.operation.name").map(String::as_str),
+        Some("insert")
+    );
 
     // The request log line carries the exported ids.
     let line = eventually(Duration::from_secs(5), "request log line", || {
-        let line = backend.logs().into_iter().find(|l| l["msg"] == "request" && l["route"] == "/api/tasks");
+        let line = backend
+            .logs()
+            .into_iter()
+            .find(|l| l["msg"] == "request" && l["route"] == "/api/tasks");
         async move { line }
     })
     .await;
@@ -75,7 +101,11 @@ async fn backend_continues_a_traceparent_and_exports_server_and_database_spans()
         .expect("body");
     let exemplar = format!("# {{trace_id=\"{PARENT_TRACE}\"}}");
     assert!(
-        metrics.lines().any(|l| l.starts_with("http_request_duration_seconds_bucket{") && l.contains("route=\"/api/tasks\"") && l.contains(&exemplar)),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_request_duration_seconds_bucket{")
+                && l.contains("route=\"/api/tasks\"")
+                && l.contains(&exemplar)),
         "no exemplar with the trace id:\n{metrics}"
     );
 }
@@ -85,7 +115,12 @@ async fn a_malformed_traceparent_is_ignored_and_a_new_trace_starts() {
     let receiver = Receiver::start().await;
     let dir = TempDir::new("trace-malformed");
     let backend = backend_with_env(&dir, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)], &[]);
-    let response = client().get(backend.url("/api/info")).header("traceparent", "00-garbage-00-zz").send().await.expect("get");
+    let response = client()
+        .get(backend.url("/api/info"))
+        .header("traceparent", "00-garbage-00-zz")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(response.status(), StatusCode::OK);
     let spans = eventually(Duration::from_secs(10), "server span", || {
         let spans = receiver.spans();
@@ -108,7 +143,10 @@ async fn without_an_endpoint_tracing_is_off_and_silent() {
     })
     .await;
     assert!(line.get("trace_id").is_none(), "{line}");
-    assert!(!backend.raw_output().contains("trace export"), "no trace noise when off");
+    assert!(
+        !backend.raw_output().contains("trace export"),
+        "no trace noise when off"
+    );
 }
 
 #[tokio::test]
@@ -120,19 +158,29 @@ async fn an_unreachable_or_black_holed_trace_backend_costs_requests_nothing() {
         let dir = TempDir::new("trace-down");
         let mut backend = backend_with_env(
             &dir,
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ],
             &[],
         );
         let http = client();
         let start = Instant::now();
         for _ in 0..300 {
-            let response = http.get(backend.url("/api/info")).send().await.expect("request succeeds");
+            let response = http
+                .get(backend.url("/api/info"))
+                .send()
+                .await
+                .expect("request succeeds");
             assert_eq!(response.status(), StatusCode::OK);
         }
         let elapsed = start.elapsed();
         // 300 loopback requests take milliseconds; a request waiting on the
         // exporter would take seconds.
-        assert!(elapsed < Duration::from_secs(5), "300 requests took {elapsed:?} with trace backend {endpoint}");
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "300 requests took {elapsed:?} with trace backend {endpoint}"
+        );
         backend.terminate();
         let status = backend.wait_exit(Duration::from_secs(15));
         assert!(status.success(), "{status}");
