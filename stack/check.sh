@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Static checks of the observability stack (no Docker needed):
 #   1. every YAML and JSON file under stack/ (and the compose files) parses,
-#      every file_sd targets file has the file_sd shape, and every path the
-#      compose files bind-mount exists;
+#      every file_sd targets file has the file_sd shape, every path the
+#      compose files bind-mount exists, and Tempo's configuration has only
+#      top-level blocks Tempo knows (it refuses unknown keys at start);
 #   2. promtool check config on a temporary copy of stack/prometheus;
 #   3. promtool check rules and promtool test rules;
 #   4. amtool check-config on the Alertmanager configuration;
@@ -40,8 +41,8 @@ python3 -c 'import yaml' 2>/dev/null || python3 -c 'import ruamel.yaml' 2>/dev/n
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-step "YAML and JSON files parse; file_sd shapes; compose bind mounts exist"
-python3 - "$stack" "$root/compose.yaml" "$root/compose.alloy.yaml" <<'PY' || die "a YAML or JSON file does not parse"
+step "YAML and JSON files parse; file_sd shapes; compose bind mounts exist; Tempo's top-level keys"
+python3 - "$stack" "$root/compose.yaml" "$root/compose.alloy.yaml" <<'PY' || die "a YAML or JSON file is malformed (see above)"
 import json, sys
 from pathlib import Path
 
@@ -74,6 +75,21 @@ for path in files:
         if not ok:
             print(f"  {path}: not a file_sd target list", file=sys.stderr)
             bad += 1
+# Tempo parses its configuration strictly: an unknown block stops it at
+# start. The top-level keys of Tempo 2.10 (cmd/tempo/app/config.go).
+tempo_keys = {
+    "target", "auth_enabled", "multitenancy_enabled", "shutdown_delay",
+    "stream_over_http_enabled", "http_api_prefix", "enable_go_runtime_metrics",
+    "server", "internal_server", "distributor", "ingester_client",
+    "metrics_generator_client", "querier", "query_frontend", "compactor",
+    "ingester", "metrics_generator", "ingest", "block_builder", "storage",
+    "overrides", "memberlist", "usage_report", "cache", "backend_scheduler",
+    "backend_scheduler_client", "backend_worker",
+}
+tempo = load_yaml((stack / "tempo" / "tempo.yaml").read_text()) or {}
+for key in sorted(set(tempo) - tempo_keys):
+    print(f"  stack/tempo/tempo.yaml: unknown top-level key {key!r}", file=sys.stderr)
+    bad += 1
 # Every bind-mounted path of the compose files exists in the repository.
 for compose in sys.argv[2:]:
     doc = load_yaml(Path(compose).read_text())

@@ -6,7 +6,8 @@ Checks, for every dashboard in stack/grafana/dashboards:
   - panel ids are unique within the dashboard (rows' nested panels included);
   - every panel (rows excepted) names a data source by a uid that is
     provisioned in stack/grafana/provisioning/datasources, and has at least
-    one query; every query names a provisioned uid and has a non-empty expr;
+    one query; every query names a provisioned uid and has a non-empty
+    query: `expr` (Prometheus, Loki) or `query` (Tempo's TraceQL);
   - the same for annotation queries and for query variables.
 
 With --promql-rules FILE it also writes every Prometheus expression, with the
@@ -149,7 +150,9 @@ def main():
                 uid = check_ds(twhere, target.get("datasource", panel.get("datasource")))
                 if panel_uid and uid and uid != panel_uid:
                     problems.append(f"{twhere}: data source {uid} differs from the panel's {panel_uid}")
-                check_expr(twhere, uid, target.get("expr"))
+                # Prometheus and Loki queries are `expr`, Tempo's TraceQL `query`.
+                expr = target.get("query") if uids.get(uid) == "tempo" else target.get("expr")
+                check_expr(twhere, uid, expr)
 
         for ann in dash.get("annotations", {}).get("list", []):
             if ann.get("builtIn"):

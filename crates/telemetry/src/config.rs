@@ -4,9 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A deployment color of the backend.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Color {
     Blue,
@@ -63,21 +61,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {text:?} (use ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("invalid duration unit in {text:?} (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
 /// Parses a ratio in `0..=1`.
 pub fn parse_ratio(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid number {text:?}"))?;
+    let value: f64 = text.trim().parse().map_err(|_| format!("invalid number {text:?}"))?;
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {

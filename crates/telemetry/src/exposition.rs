@@ -10,8 +10,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus_client::registry::Registry;
 
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,27 +47,19 @@ pub fn render(registry: &Registry, format: Format) -> Result<String, std::fmt::E
 }
 
 /// axum handler for `GET /metrics`.
-pub async fn metrics_handler(
-    State(registry): State<Arc<Registry>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn metrics_handler(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     match render(&registry, format) {
         Ok(body) => {
             let mut response = body.into_response();
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            );
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
             response
         }
         Err(_) => {
             tracing::error!(target: "telemetry", "failed to encode metrics");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "failed to encode metrics\n",
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "failed to encode metrics\n").into_response()
         }
     }
 }

@@ -76,11 +76,7 @@ impl HttpMetrics {
             duration: Family::new_with_constructor(latency_histogram_with_exemplars),
             in_flight: Gauge::default(),
         };
-        registry.register(
-            "http_requests",
-            "HTTP requests served",
-            metrics.requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests served", metrics.requests.clone());
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request duration",
@@ -98,7 +94,9 @@ impl HttpMetrics {
     /// Counts and times one request; `trace` becomes the bucket's exemplar.
     pub fn observe(&self, labels: &HttpLabels, seconds: f64, trace: Option<&TraceIds>) {
         self.requests.get_or_create(labels).inc();
-        let exemplar = trace.map(|t| TraceExemplar { trace_id: t.trace_id.clone() });
+        let exemplar = trace.map(|t| TraceExemplar {
+            trace_id: t.trace_id.clone(),
+        });
         self.duration.get_or_create(labels).observe(seconds, exemplar, None);
     }
 }
@@ -130,7 +128,10 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
     metrics.in_flight.inc();
     // Decrements even if the client goes away and the future is dropped.
     let _in_flight = InFlightGuard(&metrics.in_flight);
-    let cx = telemetry.traces.tracer().map(|tracer| {
+    // Probes and scrapes are not traced: a span every few seconds per
+    // instance would bury the requests worth looking at.
+    let tracer = telemetry.traces.tracer().filter(|_| !is_probe(&route));
+    let cx = tracer.map(|tracer| {
         let parent = traces::extract(request.headers());
         let span = tracer
             .span_builder(format!("{method} {route}"))
@@ -158,7 +159,11 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
         span.end();
         traces::ids(cx)
     });
-    let labels = HttpLabels { method, route, status: status.to_string() };
+    let labels = HttpLabels {
+        method,
+        route,
+        status: status.to_string(),
+    };
     metrics.observe(&labels, elapsed.as_secs_f64(), ids.as_ref());
     let trace_id = ids.as_ref().map(|i| i.trace_id.as_str());
     let span_id = ids.as_ref().map(|i| i.span_id.as_str());

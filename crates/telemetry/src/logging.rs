@@ -24,7 +24,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Lines held in memory while stdout is slow, before new lines are dropped.
 pub const QUEUE_LINES: usize = 65_536;
 
-
 /// Keeps the log writer thread alive; dropping it flushes every queued line.
 #[must_use = "dropping the guard stops the log writer"]
 #[derive(Debug)]
@@ -69,8 +68,7 @@ pub fn init<W: Write + Send + 'static>(
     static_fields: Vec<(&'static str, String)>,
     writer: W,
 ) -> Result<LogGuard, String> {
-    let filter =
-        EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
     let (non_blocking, worker) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
@@ -104,7 +102,10 @@ impl<W> JsonLayer<W> {
             push_key(&mut rendered, key);
             push_json_str(&mut rendered, value);
         }
-        JsonLayer { writer, static_fields: rendered }
+        JsonLayer {
+            writer,
+            static_fields: rendered,
+        }
     }
 }
 
@@ -125,7 +126,10 @@ where
 fn format_event(event: &Event<'_>, static_fields: &str) -> String {
     let meta = event.metadata();
     let mut fields = String::with_capacity(256);
-    let mut visitor = JsonVisitor { line: &mut fields, message: None };
+    let mut visitor = JsonVisitor {
+        line: &mut fields,
+        message: None,
+    };
     event.record(&mut visitor);
     let message = visitor.message.take().unwrap_or_default();
 
@@ -283,14 +287,17 @@ mod tests {
     fn writes_one_json_object_per_event_with_required_fields() {
         let capture = Capture::default();
         let sink = capture.clone();
-        let layer = JsonLayer::new(
-            move || sink.clone(),
-            &[("color", "blue")],
-        );
+        let layer = JsonLayer::new(move || sink.clone(), &[("color", "blue")]);
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "http", status = 201u64, route = "/api/tasks", "request");
-            tracing::warn!(ratio = 0.5, ok = true, n = -3i64, e = "\u{1}\\", "half \"quoted\"\nline");
+            tracing::warn!(
+                ratio = 0.5,
+                ok = true,
+                n = -3i64,
+                e = "\u{1}\\",
+                "half \"quoted\"\nline"
+            );
         });
         let bytes = capture.0.lock().expect("lock").clone();
         let text = String::from_utf8(bytes).expect("utf8");
@@ -314,7 +321,11 @@ mod tests {
         assert_eq!(lines[1]["ok"], true);
         assert_eq!(lines[1]["n"], -3);
         assert_eq!(lines[1]["e"], "\u{1}\\");
-        let keys: Vec<&str> = text.lines().next().map(|l| l.split('"').skip(1).step_by(4).take(5).collect()).unwrap_or_default();
+        let keys: Vec<&str> = text
+            .lines()
+            .next()
+            .map(|l| l.split('"').skip(1).step_by(4).take(5).collect())
+            .unwrap_or_default();
         assert_eq!(keys, ["ts", "level", "msg", "target", "color"]);
     }
 }

@@ -68,9 +68,7 @@ fn status_kib(status: &str, key: &str) -> Option<f64> {
 }
 
 fn max_open_files(limits: &str) -> Option<f64> {
-    let line = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))?;
+    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
     let soft = line.split_whitespace().next()?;
     Some(if soft == "unlimited" {
         f64::INFINITY
@@ -125,12 +123,7 @@ impl Collector for ProcessCollector {
         ];
         for (name, help, unit, value) in gauges {
             let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                gauge.metric_type(),
-            )?)?;
+            gauge.encode(encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?)?;
         }
         Ok(())
     }

@@ -93,7 +93,10 @@ impl Traces {
         let mut resource = Resource::builder_empty()
             .with_service_name(service.to_owned())
             .with_attributes(attributes)
-            .with_detectors(&[Box::new(TelemetryResourceDetector), Box::new(EnvResourceDetector::new())]);
+            .with_detectors(&[
+                Box::new(TelemetryResourceDetector),
+                Box::new(EnvResourceDetector::new()),
+            ]);
         if let Some(name) = env("OTEL_SERVICE_NAME") {
             resource = resource.with_service_name(name);
         }
@@ -103,7 +106,9 @@ impl Traces {
             .build();
         let tracer = provider.tracer("vigie");
         tracing::info!(target: "telemetry", endpoint = %endpoint, "trace export on");
-        Ok(Traces { inner: Some(Arc::new(Enabled { provider, tracer })) })
+        Ok(Traces {
+            inner: Some(Arc::new(Enabled { provider, tracer })),
+        })
     }
 
     pub fn tracer(&self) -> Option<&Tracer> {
@@ -155,7 +160,10 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -184,7 +192,10 @@ impl Collector for ExportStats {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (reason, count) in [("queue_full", &self.dropped_queue_full), ("export_failed", &self.dropped_export_failed)] {
+        for (reason, count) in [
+            ("queue_full", &self.dropped_queue_full),
+            ("export_failed", &self.dropped_export_failed),
+        ] {
             let labels = [("reason", reason)];
             let counter = ConstCounter::new(count.load(Ordering::Relaxed));
             counter.encode(family.encode_family(&labels)?)?;
@@ -239,7 +250,12 @@ impl QueueProcessor {
         if let Err(e) = spawned {
             tracing::error!(target: "telemetry", error = %e, "cannot start the trace export thread; spans will be dropped");
         }
-        QueueProcessor { queue, exporter, stats, last_warning: Mutex::new(None) }
+        QueueProcessor {
+            queue,
+            exporter,
+            stats,
+            last_warning: Mutex::new(None),
+        }
     }
 
     fn warn_rarely(&self, what: &str) {
@@ -283,7 +299,10 @@ impl SpanProcessor for QueueProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.exporter.lock().unwrap_or_else(|p| p.into_inner()).set_resource(resource);
+        self.exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_resource(resource);
     }
 }
 
@@ -315,7 +334,10 @@ fn export_loop(receiver: Receiver<Message>, exporter: Arc<Mutex<Box<dyn DynExpor
             return;
         }
         let spans = batch.len() as u64;
-        let result = exporter.lock().unwrap_or_else(|p| p.into_inner()).export_blocking(std::mem::take(batch));
+        let result = exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .export_blocking(std::mem::take(batch));
         match result {
             Ok(()) => {
                 stats.exported.fetch_add(spans, Ordering::Relaxed);
