@@ -17,8 +17,16 @@ async fn main() -> anyhow::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3001".into());
     let db_path = args.next().unwrap_or_else(|| "bare.db".into());
     let mut registry = Registry::default();
-    let db = Database::open(std::path::Path::new(&db_path), &mut registry, vigie_telemetry::traces::Traces::disabled())?;
-    let state = AppState { color: Color::Blue, db, draining: Arc::new(AtomicBool::new(false)) };
+    let db = Database::open(
+        std::path::Path::new(&db_path),
+        &mut registry,
+        vigie_telemetry::traces::Traces::disabled(),
+    )?;
+    let state = AppState {
+        color: Color::Blue,
+        db,
+        draining: Arc::new(AtomicBool::new(false)),
+    };
     let app = routes(state, Arc::new(registry), Faults::default());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("bare backend listening on {}", listener.local_addr()?);

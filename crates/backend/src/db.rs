@@ -39,10 +39,7 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open database {path}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     #[error("database migration failed")]
     Migrate(#[source] rusqlite::Error),
     #[error("{operation} query failed")]
@@ -90,11 +87,9 @@ impl Database {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         // FULL: a committed task survives a power cut, not only a crash.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         migrate(&mut conn).map_err(DbError::Migrate)?;
 
         let metrics = DbMetrics {
@@ -172,8 +167,7 @@ impl Database {
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.call("ping", |c| c.query_row("SELECT 1", [], |_| Ok(())))
-            .await
+        self.call("ping", |c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 
     pub async fn list(&self, limit: u32, offset: u32) -> Result<Vec<Task>, DbError> {
@@ -213,12 +207,7 @@ impl Database {
         .await
     }
 
-    pub async fn update(
-        &self,
-        id: i64,
-        title: Option<String>,
-        done: Option<bool>,
-    ) -> Result<Option<Task>, DbError> {
+    pub async fn update(&self, id: i64, title: Option<String>, done: Option<bool>) -> Result<Option<Task>, DbError> {
         self.call("update", move |c| {
             c.query_row(
                 &format!(
@@ -296,11 +285,8 @@ mod tests {
             .is_none());
         // Opening again migrates nothing and keeps the data layout.
         let _again = Database::open(&path, &mut Registry::default(), Traces::disabled()).expect("reopen");
-        let text = vigie_telemetry::exposition::render(
-            &registry,
-            vigie_telemetry::exposition::Format::PrometheusText,
-        )
-        .expect("render");
+        let text = vigie_telemetry::exposition::render(&registry, vigie_telemetry::exposition::Format::PrometheusText)
+            .expect("render");
         assert!(
             text.contains("vigie_db_query_duration_seconds_count{operation=\"insert\"} 1"),
             "{text}"

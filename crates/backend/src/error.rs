@@ -36,12 +36,8 @@ impl AppError {
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            AppError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            AppError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            AppError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::InjectedFault => (StatusCode::INTERNAL_SERVER_ERROR, "injected_fault"),
@@ -52,11 +48,7 @@ impl AppError {
 
 /// Builds the JSON error body; also used by the panic handler.
 pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": kind, "message": message })),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({ "error": kind, "message": message }))).into_response()
 }
 
 impl IntoResponse for AppError {

@@ -19,10 +19,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AppErro
         return Err(AppError::Unavailable("shutting down".into()));
     }
     if let Err(e) = state.db.ping().await {
-        tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "readiness check failed"
-        );
+        tracing::warn!(error = &e as &dyn std::error::Error, "readiness check failed");
         return Err(AppError::Unavailable("database does not answer".into()));
     }
     Ok(Json(json!({ "status": "ready" })))

@@ -139,7 +139,10 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             "fault injection is on"
         );
     }
-    let telemetry = HttpTelemetry { metrics: http_metrics, traces: traces.clone() };
+    let telemetry = HttpTelemetry {
+        metrics: http_metrics,
+        traces: traces.clone(),
+    };
     let app = app(state.clone(), Arc::new(registry), telemetry, faults);
 
     let listener = TcpListener::bind(config.listen)
@@ -197,10 +200,7 @@ pub fn routes(state: AppState, registry: Arc<Registry>, faults: Faults) -> Route
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .with_state(state)
-        .route(
-            "/metrics",
-            get(exposition::metrics_handler).with_state(registry),
-        )
+        .route("/metrics", get(exposition::metrics_handler).with_state(registry))
 }
 
 /// Adds body limit, panic recovery, metrics, request log and request ids.
@@ -214,12 +214,7 @@ pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
         .layer(middleware::from_fn(request_id::propagate))
 }
 
-pub fn app(
-    state: AppState,
-    registry: Arc<Registry>,
-    telemetry: HttpTelemetry,
-    faults: Faults,
-) -> Router {
+pub fn app(state: AppState, registry: Arc<Registry>, telemetry: HttpTelemetry, faults: Faults) -> Router {
     instrument(routes(state, registry, faults), telemetry)
 }
 
@@ -234,11 +229,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 #[cfg(test)]
@@ -260,29 +251,26 @@ mod tests {
             draining: Arc::new(AtomicBool::new(false)),
         };
         let registry = Arc::new(registry);
-        let routes = routes(state, Arc::clone(&registry), Faults::default()).route(
-            "/api/boom",
-            get(|| async { panic!("boom") as &'static str }),
+        let routes = routes(state, Arc::clone(&registry), Faults::default())
+            .route("/api/boom", get(|| async { panic!("boom") as &'static str }));
+        let app = instrument(
+            routes,
+            HttpTelemetry {
+                metrics,
+                traces: Traces::disabled(),
+            },
         );
-        let app = instrument(routes, HttpTelemetry { metrics, traces: Traces::disabled() });
         for _ in 0..2 {
             let response = app
                 .clone()
-                .oneshot(
-                    http::Request::get("/api/boom")
-                        .body(Body::empty())
-                        .expect("request"),
-                )
+                .oneshot(http::Request::get("/api/boom").body(Body::empty()).expect("request"))
                 .await
                 .expect("infallible");
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
-        let text =
-            exposition::render(&registry, exposition::Format::PrometheusText).expect("render");
+        let text = exposition::render(&registry, exposition::Format::PrometheusText).expect("render");
         assert!(
-            text.contains(
-                "http_requests_total{method=\"GET\",route=\"/api/boom\",status=\"500\"} 2"
-            ),
+            text.contains("http_requests_total{method=\"GET\",route=\"/api/boom\",status=\"500\"} 2"),
             "{text}"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -20,11 +20,7 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Base URL of the router (or a backend).
-    #[arg(
-        long,
-        env = "VIGIE_LOADGEN_TARGET",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, env = "VIGIE_LOADGEN_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
     /// Requests per second.
     #[arg(long, env = "VIGIE_LOADGEN_RATE", default_value_t = 5.0, value_parser = parse_rate)]
@@ -49,10 +45,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = logging::init(
         &args.log_level,
-        vec![
-            ("service", "vigie-loadgen".into()),
-            ("version", crate::VERSION.into()),
-        ],
+        vec![("service", "vigie-loadgen".into()), ("version", crate::VERSION.into())],
         std::io::stdout(),
     )
     .map_err(anyhow::Error::msg)?;
@@ -113,11 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(_) => {
                 failed += 1;
-                tracing::warn!(
-                    path,
-                    timeout_ms = CALL_TIMEOUT.as_millis() as u64,
-                    "call timed out"
-                );
+                tracing::warn!(path, timeout_ms = CALL_TIMEOUT.as_millis() as u64, "call timed out");
             }
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
@@ -141,11 +130,7 @@ fn pick_call(last_id: Option<i64>) -> (&'static str, String, String) {
             format!(r#"{{"title":"load task {}"}}"#, fastrand::u32(..)),
         ),
         80..=89 => ("GET", format!("/api/tasks/{id}"), String::new()),
-        90..=95 => (
-            "PATCH",
-            format!("/api/tasks/{id}"),
-            r#"{"done":true}"#.into(),
-        ),
+        90..=95 => ("PATCH", format!("/api/tasks/{id}"), r#"{"done":true}"#.into()),
         _ => ("GET", "/api/does-not-exist".into(), String::new()),
     }
 }

@@ -47,9 +47,7 @@ fn valid_title(title: &str) -> Result<String, AppError> {
     Ok(trimmed.to_owned())
 }
 
-fn task_id(
-    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
-) -> Result<i64, AppError> {
+fn task_id(path: Result<Path<i64>, axum::extract::rejection::PathRejection>) -> Result<i64, AppError> {
     let Path(id) = path?;
     Ok(id)
 }
@@ -65,25 +63,15 @@ pub async fn list(
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(AppError::Validation(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
+        return Err(AppError::Validation(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     Ok(Json(state.db.list(limit, query.offset.unwrap_or(0)).await?))
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    ApiJson(new): ApiJson<NewTask>,
-) -> Result<Response, AppError> {
+pub async fn create(State(state): State<AppState>, ApiJson(new): ApiJson<NewTask>) -> Result<Response, AppError> {
     let task = state.db.create(valid_title(&new.title)?).await?;
     let location = format!("/api/tasks/{}", task.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(task),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(task)).into_response())
 }
 
 pub async fn get(
@@ -91,12 +79,7 @@ pub async fn get(
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Task>, AppError> {
     let id = task_id(id)?;
-    state
-        .db
-        .get(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+    state.db.get(id).await?.map(Json).ok_or_else(|| not_found(id))
 }
 
 pub async fn update(
@@ -106,9 +89,7 @@ pub async fn update(
 ) -> Result<Json<Task>, AppError> {
     let id = task_id(id)?;
     if patch.title.is_none() && patch.done.is_none() {
-        return Err(AppError::Validation(
-            "give at least one of title, done".into(),
-        ));
+        return Err(AppError::Validation("give at least one of title, done".into()));
     }
     let title = patch.title.as_deref().map(valid_title).transpose()?;
     state
