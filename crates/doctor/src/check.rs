@@ -14,15 +14,17 @@ pub enum Component {
     Router,
     Prometheus,
     Loki,
+    Tempo,
     Grafana,
     Alertmanager,
 }
 
 impl Component {
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Router,
         Component::Prometheus,
         Component::Loki,
+        Component::Tempo,
         Component::Grafana,
         Component::Alertmanager,
     ];
@@ -32,6 +34,7 @@ impl Component {
             Component::Router => "router",
             Component::Prometheus => "prometheus",
             Component::Loki => "loki",
+            Component::Tempo => "tempo",
             Component::Grafana => "grafana",
             Component::Alertmanager => "alertmanager",
         }
@@ -47,6 +50,8 @@ pub enum CheckId {
     PrometheusAlerts,
     LokiReady,
     LokiLogs,
+    TempoReady,
+    TempoTraces,
     GrafanaHealth,
     GrafanaDatasources,
     GrafanaDashboards,
@@ -54,13 +59,15 @@ pub enum CheckId {
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 10] = [
+    pub const ALL: [CheckId; 12] = [
         CheckId::RouterActive,
         CheckId::PrometheusTargets,
         CheckId::PrometheusRules,
         CheckId::PrometheusAlerts,
         CheckId::LokiReady,
         CheckId::LokiLogs,
+        CheckId::TempoReady,
+        CheckId::TempoTraces,
         CheckId::GrafanaHealth,
         CheckId::GrafanaDatasources,
         CheckId::GrafanaDashboards,
@@ -76,6 +83,8 @@ impl CheckId {
             CheckId::PrometheusAlerts => "prometheus-alerts",
             CheckId::LokiReady => "loki-ready",
             CheckId::LokiLogs => "loki-logs",
+            CheckId::TempoReady => "tempo-ready",
+            CheckId::TempoTraces => "tempo-traces",
             CheckId::GrafanaHealth => "grafana-health",
             CheckId::GrafanaDatasources => "grafana-datasources",
             CheckId::GrafanaDashboards => "grafana-dashboards",
@@ -92,6 +101,8 @@ impl CheckId {
             CheckId::PrometheusAlerts => "prometheus alerts",
             CheckId::LokiReady => "loki ready",
             CheckId::LokiLogs => "loki logs",
+            CheckId::TempoReady => "tempo ready",
+            CheckId::TempoTraces => "tempo traces",
             CheckId::GrafanaHealth => "grafana health",
             CheckId::GrafanaDatasources => "grafana datasources",
             CheckId::GrafanaDashboards => "grafana dashboards",
@@ -104,6 +115,7 @@ impl CheckId {
             CheckId::RouterActive => Component::Router,
             CheckId::PrometheusTargets | CheckId::PrometheusRules | CheckId::PrometheusAlerts => Component::Prometheus,
             CheckId::LokiReady | CheckId::LokiLogs => Component::Loki,
+            CheckId::TempoReady | CheckId::TempoTraces => Component::Tempo,
             CheckId::GrafanaHealth | CheckId::GrafanaDatasources | CheckId::GrafanaDashboards => Component::Grafana,
             CheckId::AlertmanagerReady => Component::Alertmanager,
         }
@@ -171,6 +183,11 @@ impl Outcome {
 
     pub fn fail(detail: impl Into<String>) -> Self {
         Outcome::new(Status::Fail, detail)
+    }
+
+    /// Not checked, for a reason other than `--skip` (the detail says which).
+    pub fn skip(detail: impl Into<String>) -> Self {
+        Outcome::new(Status::Skip, detail)
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

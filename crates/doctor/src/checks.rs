@@ -6,6 +6,7 @@ pub mod grafana;
 pub mod loki;
 pub mod prometheus;
 pub mod router;
+pub mod tempo;
 
 use std::future::Future;
 use std::time::Instant;
@@ -30,11 +31,13 @@ pub async fn run_all(stack: &Stack) -> Vec<CheckResult> {
         timed(stack, CheckId::PrometheusAlerts, prometheus::alerts(stack)),
         timed(stack, CheckId::LokiReady, loki::ready(stack)),
         timed(stack, CheckId::LokiLogs, loki::logs(stack)),
+        timed(stack, CheckId::TempoReady, tempo::ready(stack)),
+        timed(stack, CheckId::TempoTraces, tempo::traces(stack)),
         timed(stack, CheckId::GrafanaHealth, grafana::health(stack)),
         timed(stack, CheckId::GrafanaDatasources, grafana::datasources(stack)),
         timed(stack, CheckId::GrafanaDashboards, grafana::dashboards(stack)),
         timed(stack, CheckId::AlertmanagerReady, alertmanager::ready(stack)),
     );
-    let (a, b, c, d, e, f, g, h, i, j) = results;
-    vec![a, b, c, d, e, f, g, h, i, j]
+    let (a, b, c, d, e, f, g, h, i, j, k, l) = results;
+    vec![a, b, c, d, e, f, g, h, i, j, k, l]
 }

@@ -28,19 +28,27 @@ pub mod defaults {
     pub const COMPOSE_ALERTMANAGER_URL: &str = "http://alertmanager:9093";
     pub const COMPOSE_LOKI_URL: &str = "http://loki:3100";
     pub const COMPOSE_GRAFANA_URL: &str = "http://grafana:3000";
+    /// Tempo's HTTP API (query, `/ready`). Compose publishes it nowhere, so
+    /// it has no host default: from the host, without `--tempo`, the doctor
+    /// asks Tempo through Grafana's data source proxy (see docs/doctor.md).
+    pub const COMPOSE_TEMPO_URL: &str = "http://tempo:3200";
+    /// The uid of the provisioned Tempo data source, Grafana's relay to Tempo
+    /// (stack/grafana/provisioning/datasources/datasources.yaml).
+    pub const TEMPO_DATASOURCE_UID: &str = "tempo";
 
     /// Longest wait for one HTTP request, connect included. Every service of
     /// the stack answers its health endpoints in milliseconds; 5 s leaves
     /// room for a cold Grafana datasource health check.
     pub const TIMEOUT: &str = "5s";
-    /// How far back the Loki check looks for lines of the active color.
-    /// The traffic generator makes the backend log several lines a second.
+    /// How far back the Loki check looks for lines, and the Tempo check for
+    /// traces, of the active color. The traffic generator makes the backend
+    /// log (and trace) several requests a second.
     pub const LOGS_WINDOW: &str = "5m";
     /// The provisioned data source uids (stack/grafana/provisioning).
-    pub const GRAFANA_DATASOURCES: &str = "prometheus,loki,alertmanager";
+    pub const GRAFANA_DATASOURCES: &str = "prometheus,loki,tempo,alertmanager";
     /// The provisioned dashboards' folder and uids (stack/grafana/dashboards).
     pub const GRAFANA_FOLDER: &str = "vigie";
-    pub const GRAFANA_DASHBOARDS: &str = "vigie-overview,vigie-bluegreen,vigie-logs,vigie-stack";
+    pub const GRAFANA_DASHBOARDS: &str = "vigie-overview,vigie-bluegreen,vigie-logs,vigie-stack,vigie-traces";
     /// The APIs the doctor reads answer kilobytes; more is not our stack.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 }
@@ -64,6 +72,11 @@ pub struct Args {
     /// Grafana [default: http://127.0.0.1:3000; with --compose: http://grafana:3000]
     #[arg(long, env = "VIGIE_GRAFANA_URL", value_name = "URL", value_parser = parse_base_url)]
     pub grafana: Option<String>,
+    /// Tempo's HTTP API [default on the host: none, Tempo is asked through
+    /// Grafana's data source proxy (compose does not publish Tempo); with
+    /// --compose: http://tempo:3200]
+    #[arg(long, env = "VIGIE_TEMPO_URL", value_name = "URL", value_parser = parse_base_url)]
+    pub tempo: Option<String>,
     /// Default every URL to its compose service name (run inside the compose network).
     #[arg(long, env = "VIGIE_DOCTOR_COMPOSE")]
     pub compose: bool,
@@ -89,12 +102,13 @@ pub struct Args {
     #[arg(long, env = "VIGIE_DOCTOR_TIMEOUT", value_name = "DURATION", default_value = defaults::TIMEOUT,
           value_parser = parse_positive_duration)]
     pub timeout: Duration,
-    /// How far back Loki must have lines from the active color (e.g. 5m).
+    /// How far back Loki must have lines, and Tempo traces, of the active color (e.g. 5m).
     #[arg(long, env = "VIGIE_DOCTOR_LOGS_WINDOW", value_name = "DURATION", default_value = defaults::LOGS_WINDOW,
           value_parser = parse_logs_window)]
     pub logs_window: Duration,
-    /// Checks to skip, by component (router, prometheus, loki, grafana,
-    /// alertmanager) or by check id (e.g. prometheus-alerts); comma-separated.
+    /// Checks to skip, by component (router, prometheus, loki, tempo,
+    /// grafana, alertmanager) or by check id (e.g. prometheus-alerts);
+    /// comma-separated.
     #[arg(long, env = "VIGIE_DOCTOR_SKIP", value_name = "LIST", value_delimiter = ',', value_parser = parse_skip)]
     pub skip: Vec<String>,
     /// Print one JSON document instead of the lines (for scripts).
@@ -124,6 +138,8 @@ pub struct Endpoints {
     pub alertmanager: String,
     pub loki: String,
     pub grafana: String,
+    /// None from the host without `--tempo`: Tempo is not published there.
+    pub tempo: Option<String>,
 }
 
 impl Args {
@@ -147,6 +163,10 @@ impl Args {
             ),
             loki: pick(&self.loki, defaults::LOKI_URL, defaults::COMPOSE_LOKI_URL),
             grafana: pick(&self.grafana, defaults::GRAFANA_URL, defaults::COMPOSE_GRAFANA_URL),
+            tempo: self
+                .tempo
+                .clone()
+                .or_else(|| self.compose.then(|| defaults::COMPOSE_TEMPO_URL.to_owned())),
         }
     }
 
@@ -254,6 +274,8 @@ mod tests {
     #[test]
     fn skip_accepts_components_and_check_ids_only() {
         assert!(parse_skip("loki").is_ok());
+        assert!(parse_skip("tempo").is_ok());
+        assert!(parse_skip("tempo-traces").is_ok());
         assert!(parse_skip("prometheus-alerts").is_ok());
         let error = parse_skip("lokki").expect_err("unknown name");
         assert!(error.contains("loki-logs"), "{error}");

@@ -5,7 +5,8 @@
 //! The checks (see docs/doctor.md): the router's active color is the one
 //! Prometheus labels active; every Prometheus target is up, the rules are
 //! loaded, which alerts fire; Loki is ready and received lines from the
-//! active color; Grafana is healthy, its data sources answer and its
+//! active color; Tempo is ready and holds traces of the active color;
+//! Grafana is healthy, its data sources answer and its
 //! dashboards are provisioned; Alertmanager is ready. They run
 //! concurrently, every request bounded by `--timeout`. Exit status: 0 when
 //! no check failed (warnings allowed), 1 otherwise.

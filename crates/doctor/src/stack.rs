@@ -1,6 +1,12 @@
 //! The stack under examination: where each service is, how to call it, and
 //! the facts several checks need, fetched once however many checks ask
 //! (the router's active color, Prometheus' targets).
+//!
+//! Tempo is reached directly (`--tempo`, or its compose name with
+//! `--compose`) or, from the host where compose does not publish it, through
+//! Grafana's data source proxy: `GET <grafana>/api/datasources/proxy/uid/tempo/<path>`
+//! is relayed to `http://tempo:3200/<path>` (Grafana HTTP API, data source
+//! proxy calls; Grafana's own Tempo query editor calls Tempo's API that way).
 
 use std::collections::BTreeMap;
 
@@ -9,8 +15,43 @@ use tokio::sync::OnceCell;
 use vigie_telemetry::Color;
 
 use crate::check::{CheckId, Component, Failure};
-use crate::config::{Args, Endpoints};
-use crate::http::{Auth, Http, HttpError};
+use crate::config::{defaults, Args, Endpoints};
+use crate::http::{Answer, Auth, Credentials, Http, HttpError};
+
+/// What to do when Grafana refuses a request.
+pub const GRAFANA_AUTH_HINT: &str = "give a Grafana login with --grafana-user/--grafana-password \
+    (VIGIE_GRAFANA_USER/VIGIE_GRAFANA_PASSWORD), or enable the anonymous viewer";
+
+/// How the doctor reaches Tempo's HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TempoRoute {
+    /// `--tempo URL`, or `http://tempo:3200` with `--compose`.
+    Direct(String),
+    /// From the host: Grafana's data source proxy for the Tempo data
+    /// source (this base URL, then Tempo's path).
+    Grafana(String),
+    /// From the host with Grafana skipped: nothing can relay.
+    Unavailable,
+}
+
+impl TempoRoute {
+    /// Said at the end of each Tempo line when the answer came through Grafana.
+    pub fn note(&self) -> &'static str {
+        match self {
+            TempoRoute::Grafana(_) => " (through Grafana's data source proxy: Tempo is not published on the host)",
+            _ => "",
+        }
+    }
+
+    /// `direct` or `grafana`, for the JSON report.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TempoRoute::Direct(_) => "direct",
+            TempoRoute::Grafana(_) => "grafana",
+            TempoRoute::Unavailable => "none",
+        }
+    }
+}
 
 /// What the router's `GET /status` says (only the fields the doctor reads).
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +112,9 @@ struct Sample {
     #[serde(default)]
     metric: BTreeMap<String, String>,
 }
+
+/// The doctor inside the compose network, where every service answers.
+pub const COMPOSE_RUN: &str = "docker compose exec router vigie doctor --compose";
 
 pub struct Stack {
     pub args: Args,
@@ -145,6 +189,87 @@ impl Stack {
 
     fn prometheus_unreachable(&self, error: &HttpError) -> Failure {
         Failure::new(error.to_string(), Stack::unreachable_hint("prometheus"))
+    }
+
+    /// Basic auth for Grafana when `--grafana-user` is given.
+    pub fn grafana_credentials(&self) -> Credentials {
+        match &self.args.grafana_user {
+            Some(user) => Credentials::Basic {
+                user: user.clone(),
+                password: self.args.grafana_password.as_ref().map(|secret| secret.0.clone()),
+            },
+            None => Credentials::None,
+        }
+    }
+
+    /// Where to ask Tempo: directly when its URL is known, else through
+    /// Grafana (unless Grafana is skipped).
+    pub fn tempo_route(&self) -> TempoRoute {
+        match &self.urls.tempo {
+            Some(url) => TempoRoute::Direct(url.clone()),
+            None if self.skips_component(Component::Grafana) => TempoRoute::Unavailable,
+            None => TempoRoute::Grafana(format!(
+                "{}/api/datasources/proxy/uid/{}",
+                self.urls.grafana,
+                defaults::TEMPO_DATASOURCE_UID
+            )),
+        }
+    }
+
+    /// `GET <tempo><path>` by `route`. An answer of Tempo's, whatever its
+    /// status; through Grafana, the statuses that are Grafana's own (it
+    /// refused, has no such data source, cannot reach Tempo) are failures
+    /// with a hint about the relay.
+    pub async fn tempo_get(&self, route: &TempoRoute, path: &str, query: &[(&str, &str)]) -> Result<Answer, Failure> {
+        match route {
+            TempoRoute::Direct(base) => {
+                let url = format!("{base}{path}");
+                self.http
+                    .get(&url, query, Auth::None)
+                    .await
+                    .map_err(|e| Failure::new(e.to_string(), Stack::unreachable_hint("tempo")).unreachable())
+            }
+            TempoRoute::Grafana(base) => {
+                let url = format!("{base}{path}");
+                let creds = self.grafana_credentials();
+                let answer = self.http.get(&url, query, creds.auth()).await.map_err(|e| {
+                    Failure::new(
+                        e.to_string(),
+                        format!(
+                            "Tempo is not published on the host, the doctor asks it through Grafana: {}; \
+                             or run inside the network: {COMPOSE_RUN}",
+                            Stack::unreachable_hint("grafana")
+                        ),
+                    )
+                    .unreachable()
+                })?;
+                match answer.status {
+                    401 | 403 => Err(Failure::new(
+                        format!("Grafana refused to relay to Tempo: {}", answer.unexpected()),
+                        format!("{GRAFANA_AUTH_HINT}; or run inside the network: {COMPOSE_RUN}"),
+                    )),
+                    404 => Err(Failure::new(
+                        answer.unexpected(),
+                        format!(
+                            "Grafana relays to Tempo through its data source uid {}: is it provisioned? \
+                             stack/grafana/provisioning/datasources/datasources.yaml; \
+                             docker compose logs grafana | grep -i provisioning",
+                            defaults::TEMPO_DATASOURCE_UID
+                        ),
+                    )),
+                    502 | 504 => Err(Failure::new(
+                        format!("Grafana cannot reach Tempo: {}", answer.unexpected()),
+                        Stack::unreachable_hint("tempo"),
+                    )
+                    .unreachable()),
+                    _ => Ok(answer),
+                }
+            }
+            TempoRoute::Unavailable => Err(Failure::new(
+                "Tempo cannot be asked: no --tempo URL and Grafana is skipped",
+                format!("give --tempo URL, or run inside the network: {COMPOSE_RUN}"),
+            )),
+        }
     }
 
     /// Whether the admin URL is the host default nobody chose: compose does

@@ -9,7 +9,9 @@
 //!   plugin without a backend health check (the Alertmanager data source)
 //!   answers 404, and Grafana's own "Test" button then calls the
 //!   Alertmanager's `/api/v2/status` through the data source proxy
-//!   (`/api/datasources/proxy/uid/{uid}/…`): the doctor does the same;
+//!   (`/api/datasources/proxy/uid/{uid}/…`): the doctor does the same. A
+//!   Tempo data source answering 404 is tested the way Tempo's API docs
+//!   intend for Grafana: `GET /api/echo` (200, body `echo`) through the proxy;
 //! - `GET /api/search?type=dash-db&folderUIDs={uid}` →
 //!   `[{"uid", "title", "type": "dash-db", "folderUid", …}]`.
 
@@ -19,19 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::check::Outcome;
 use crate::http::{Credentials, Http};
-use crate::stack::Stack;
-
-const AUTH_HINT: &str = "give a Grafana login with --grafana-user/--grafana-password \
-    (VIGIE_GRAFANA_USER/VIGIE_GRAFANA_PASSWORD), or enable the anonymous viewer";
+use crate::stack::{Stack, GRAFANA_AUTH_HINT as AUTH_HINT};
 
 fn credentials(stack: &Stack) -> Credentials {
-    match &stack.args.grafana_user {
-        Some(user) => Credentials::Basic {
-            user: user.clone(),
-            password: stack.args.grafana_password.as_ref().map(|secret| secret.0.clone()),
-        },
-        None => Credentials::None,
-    }
+    stack.grafana_credentials()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,19 +151,18 @@ async fn check_one(http: &Http, base: &str, creds: &Credentials, uid: String, ki
         Ok(answer) => answer,
         Err(error) => return verdict(false, error.to_string()),
     };
-    match answer.status {
-        200 | 400 => match answer.json::<DataSourceHealth>() {
+    match (answer.status, proxy_probe(&uid, kind.as_deref())) {
+        (200 | 400, _) => match answer.json::<DataSourceHealth>() {
             Ok(health) if health.status == "OK" => verdict(true, health.message),
             Ok(health) => verdict(false, format!("{}: {}", health.status, health.message)),
             Err(error) => verdict(false, error.to_string()),
         },
-        404 if kind.as_deref().is_none_or(|k| k == "alertmanager") => {
-            let proxy = format!("{base}/api/datasources/proxy/uid/{uid}/api/v2/status");
+        (404, Some((path, what))) => {
+            let proxy = format!("{base}/api/datasources/proxy/uid/{uid}{path}");
             match http.get(&proxy, &[], creds.auth()).await {
-                Ok(status) if status.is_success() => verdict(
-                    true,
-                    "Alertmanager status API answers through the data source proxy".to_owned(),
-                ),
+                Ok(status) if status.is_success() => {
+                    verdict(true, format!("{what} answers through the data source proxy"))
+                }
                 Ok(status) => verdict(
                     false,
                     format!(
@@ -182,8 +174,21 @@ async fn check_one(http: &Http, base: &str, creds: &Credentials, uid: String, ki
                 Err(error) => verdict(false, error.to_string()),
             }
         }
-        401 | 403 => verdict(false, format!("refused: {}", answer.unexpected())),
+        (401 | 403, _) => verdict(false, format!("refused: {}", answer.unexpected())),
         _ => verdict(false, answer.unexpected()),
+    }
+}
+
+/// For a data source without a backend health check: the path its "Test"
+/// asks through the data source proxy, and what answers there. Without the
+/// list (anonymous), the kind is not known: the uid names it.
+fn proxy_probe(uid: &str, kind: Option<&str>) -> Option<(&'static str, &'static str)> {
+    match kind {
+        Some("tempo") => Some(("/api/echo", "Tempo's echo endpoint")),
+        Some("alertmanager") => Some(("/api/v2/status", "Alertmanager status API")),
+        Some(_) => None,
+        None if uid == "tempo" => Some(("/api/echo", "Tempo's echo endpoint")),
+        None => Some(("/api/v2/status", "Alertmanager status API")),
     }
 }
 
@@ -214,7 +219,7 @@ fn summarize(verdicts: &[Verdict], unlisted: bool, names: Option<Vec<String>>) -
     let hint = if refused {
         AUTH_HINT.to_owned()
     } else {
-        "Grafana reaches its data sources over the compose network: docker compose ps prometheus loki alertmanager; \
+        "Grafana reaches its data sources over the compose network: docker compose ps prometheus loki tempo alertmanager; \
          in Grafana: Connections > Data sources > Test"
             .to_owned()
     };

@@ -1,5 +1,5 @@
 //! `vigie doctor` against the real processes that run here (backends,
-//! router, Prometheus, Alertmanager) and, for Loki and Grafana (not
+//! router, Prometheus, Alertmanager) and, for Loki, Tempo and Grafana (not
 //! installable here), small HTTP servers answering with the shapes their
 //! HTTP API documentation gives.
 
@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -184,6 +184,87 @@ async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<S
         .into_response()
 }
 
+// ---- Tempo, as documented -------------------------------------------------
+// Tempo HTTP API, https://grafana.com/docs/tempo/latest/api_docs/
+// `GET /ready`: 200 when ready to serve traffic.
+// `GET /api/echo`: 200 and body `echo` (Grafana's test of the data source).
+// `GET /api/search?q=<TraceQL>&start=<unix s>&end=<unix s>&limit=<n>` →
+// {"traces":[{"traceID","rootServiceName","rootTraceName","startTimeUnixNano":"<string>","durationMs"}],"metrics":{…}}.
+
+#[derive(Clone)]
+struct FakeTempo {
+    ready: bool,
+    /// Traces of the backend per color over the searched window.
+    traces: Vec<(&'static str, usize)>,
+    /// The query parameters of each search.
+    searches: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+impl FakeTempo {
+    fn new(ready: bool, traces: &[(&'static str, usize)]) -> Self {
+        FakeTempo {
+            ready,
+            traces: traces.to_vec(),
+            searches: Arc::default(),
+        }
+    }
+
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/ready", get(tempo_ready))
+            .route("/api/echo", get(|| async { "echo" }))
+            .route("/api/search", get(tempo_search))
+            .with_state(self.clone());
+        serve(app).await
+    }
+
+    fn searches(&self) -> Vec<HashMap<String, String>> {
+        self.searches.lock().expect("searches lock").clone()
+    }
+}
+
+async fn tempo_ready(State(tempo): State<FakeTempo>) -> Response {
+    if tempo.ready {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Ingester not ready: waiting for 15s after being ready\n",
+        )
+            .into_response()
+    }
+}
+
+async fn tempo_search(State(tempo): State<FakeTempo>, Query(params): Query<HashMap<String, String>>) -> Response {
+    tempo.searches.lock().expect("searches lock").push(params.clone());
+    if !tempo.ready {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready\n").into_response();
+    }
+    let q = params.get("q").cloned().unwrap_or_default();
+    let limit: usize = params.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
+    let backend = q.contains(r#"resource.service.name = "vigie-backend""#);
+    let matching = tempo
+        .traces
+        .iter()
+        .find(|(color, _)| backend && q.contains(&format!("resource.vigie.color = \"{color}\"")))
+        .map_or(0, |(_, n)| *n);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos();
+    let traces: Vec<Value> = (0..matching.min(limit))
+        .map(|i| {
+            json!({ "traceID": format!("{:032x}", i + 1), "rootServiceName": "vigie-router",
+                    "rootTraceName": "GET /api/tasks", "startTimeUnixNano": (now - i as u128 * 1_000_000_000).to_string(),
+                    "durationMs": 3 })
+        })
+        .collect();
+    let metrics = json!({ "inspectedTraces": matching, "inspectedBytes": "4096", "totalBlocks": 0 });
+    if traces.is_empty() {
+        // An empty list may be left out of protobuf JSON: the doctor reads both.
+        Json(json!({ "metrics": metrics })).into_response()
+    } else {
+        Json(json!({ "traces": traces, "metrics": metrics })).into_response()
+    }
+}
+
 // ---- Grafana, as documented -----------------------------------------------
 // Grafana HTTP API: `GET /api/health` → {"commit","database":"ok","version"};
 // `GET /api/datasources` (permission datasources:read) → [{"id","uid","name","type",…}];
@@ -191,6 +272,11 @@ async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<S
 // 400 {"status":"ERROR","message"}; 404 for a plugin without a backend
 // health check (Alertmanager), whose "Test" Grafana's UI does through the
 // data source proxy `GET /api/datasources/proxy/uid/{uid}/api/v2/status`;
+// the data source proxy relays any path to the data source's URL (Tempo's
+// API at /api/datasources/proxy/uid/tempo/…: /ready, /api/search,
+// /api/echo), 502 when it cannot reach it. Whether Grafana's Tempo plugin
+// has a backend health check is not assumed: the stand-in answers 404, so
+// the doctor takes the longer road (Tempo's /api/echo through the proxy);
 // `GET /api/search?type=dash-db&folderUIDs=…` → [{"id","uid","title","type":"dash-db","folderUid",…}].
 
 /// `admin:secret`, base64.
@@ -201,13 +287,22 @@ struct FakeGrafana {
     /// (uid, error message) of a data source whose health check fails.
     failing: Option<(&'static str, &'static str)>,
     dashboards: Vec<&'static str>,
+    /// Where the data source proxy relays uid `tempo` (none: 502).
+    tempo: Option<String>,
 }
 
 impl FakeGrafana {
-    fn healthy() -> Self {
+    fn healthy(tempo: &str) -> Self {
         FakeGrafana {
             failing: None,
-            dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-logs", "vigie-stack"],
+            dashboards: vec![
+                "vigie-overview",
+                "vigie-bluegreen",
+                "vigie-logs",
+                "vigie-stack",
+                "vigie-traces",
+            ],
+            tempo: Some(tempo.to_owned()),
         }
     }
 
@@ -219,19 +314,17 @@ impl FakeGrafana {
             )
             .route("/api/datasources", get(grafana_datasources))
             .route("/api/datasources/uid/{uid}/health", get(grafana_datasource_health))
-            .route(
-                "/api/datasources/proxy/uid/{uid}/api/v2/status",
-                get(grafana_proxy_status),
-            )
+            .route("/api/datasources/proxy/uid/{uid}/{*rest}", get(grafana_proxy))
             .route("/api/search", get(grafana_search))
             .with_state(self.clone());
         serve(app).await
     }
 }
 
-const DATASOURCES: [(&str, &str, &str); 3] = [
+const DATASOURCES: [(&str, &str, &str); 4] = [
     ("prometheus", "Prometheus", "prometheus"),
     ("loki", "Loki", "loki"),
+    ("tempo", "Tempo", "tempo"),
     ("alertmanager", "Alertmanager", "alertmanager"),
 ];
 
@@ -259,7 +352,7 @@ async fn grafana_datasource_health(State(grafana): State<FakeGrafana>, UrlPath(u
             Json(json!({ "message": "Data source not found" })),
         )
             .into_response(),
-        Some((_, _, "alertmanager")) => {
+        Some((_, _, "alertmanager" | "tempo")) => {
             (StatusCode::NOT_FOUND, Json(json!({ "message": "Plugin not found" }))).into_response()
         }
         Some(_) => match grafana.failing {
@@ -273,11 +366,29 @@ async fn grafana_datasource_health(State(grafana): State<FakeGrafana>, UrlPath(u
     }
 }
 
-async fn grafana_proxy_status(UrlPath(uid): UrlPath<String>) -> Response {
-    if uid == "alertmanager" {
-        Json(json!({ "cluster": { "status": "disabled" }, "versionInfo": { "version": "0.34.0" } })).into_response()
-    } else {
-        (StatusCode::NOT_FOUND, "404 page not found").into_response()
+async fn grafana_proxy(
+    State(grafana): State<FakeGrafana>,
+    UrlPath((uid, rest)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    match (uid.as_str(), rest.as_str()) {
+        ("alertmanager", "api/v2/status") => {
+            Json(json!({ "cluster": { "status": "disabled" }, "versionInfo": { "version": "0.34.0" } })).into_response()
+        }
+        ("tempo", _) => {
+            let Some(tempo) = &grafana.tempo else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            match client().get(format!("{tempo}/{rest}{query}")).send().await {
+                Ok(answer) => {
+                    let status = StatusCode::from_u16(answer.status().as_u16()).expect("status");
+                    (status, answer.bytes().await.unwrap_or_default()).into_response()
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, "404 page not found").into_response(),
     }
 }
 
@@ -475,9 +586,13 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
     let stack = RealStack::start("doctor-healthy", true).await;
     let loki = FakeLoki::new(true, &[("blue", 42), ("green", 3)]);
     let loki_url = loki.serve().await;
-    let grafana_url = FakeGrafana::healthy().serve().await;
+    let tempo = FakeTempo::new(true, &[("blue", 25), ("green", 2)]);
+    let tempo_url = tempo.serve().await;
+    let grafana_url = FakeGrafana::healthy(&tempo_url).serve().await;
     let mut args = stack.urls();
     args.extend(strings(&["--loki", &loki_url, "--grafana", &grafana_url]));
+    let host_defaults = args.clone();
+    args.extend(strings(&["--tempo", &tempo_url]));
     let envs = [
         TOKEN_ENV,
         ("VIGIE_GRAFANA_USER", "admin"),
@@ -487,7 +602,7 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
     let run = doctor(&args, &envs).await;
     assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let lines = run.report_lines();
-    assert_eq!(lines.len(), 10, "{}", run.stdout);
+    assert_eq!(lines.len(), 12, "{}", run.stdout);
     assert!(
         lines.iter().all(|l| l.starts_with("ok ")),
         "every line ok:\n{}",
@@ -504,20 +619,29 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
         "{}",
         run.stdout
     );
+    assert!(run.line("tempo ready").ends_with("  ready"), "{}", run.stdout);
+    assert!(
+        run.line("tempo traces").ends_with(&format!(
+            "blue: 20+ traces of vigie-backend in the last 5m, latest vigie-router GET /api/tasks (trace {:032x})",
+            1
+        )),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.line("grafana datasources")
-            .ends_with("3/3 answer: prometheus, loki, alertmanager"),
+            .ends_with("4/4 answer: prometheus, loki, tempo, alertmanager"),
         "{}",
         run.stdout
     );
     assert!(
         run.line("grafana dashboards")
-            .ends_with("4/4 provisioned in folder vigie"),
+            .ends_with("5/5 provisioned in folder vigie"),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout.contains("stack ok: 10 ok, 0 warnings, 0 failed, 0 skipped"),
+        run.stdout.contains("stack ok: 12 ok, 0 warnings, 0 failed, 0 skipped"),
         "{}",
         run.stdout
     );
@@ -534,7 +658,7 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let report = run.json();
     assert_eq!(report["ok"], true);
-    assert_eq!(report["counts"], json!({ "ok": 10, "warn": 0, "fail": 0, "skip": 0 }));
+    assert_eq!(report["counts"], json!({ "ok": 12, "warn": 0, "fail": 0, "skip": 0 }));
     let checks = report["checks"].as_array().expect("checks array");
     let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
     assert_eq!(
@@ -546,6 +670,8 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
             "prometheus-alerts",
             "loki-ready",
             "loki-logs",
+            "tempo-ready",
+            "tempo-traces",
             "grafana-health",
             "grafana-datasources",
             "grafana-dashboards",
@@ -561,16 +687,20 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
         json!({ "router": "blue", "prometheus": ["blue"], "router_seen_through": "admin-api" })
     );
     assert_eq!(checks[1]["data"]["up"], 4);
+    assert_eq!(checks[7]["data"]["traces"], 20);
+    assert_eq!(checks[7]["data"]["through"], "direct");
 
-    // On the host, compose does not publish the admin port: with the default
-    // admin URL unreachable, the router is checked through Prometheus.
+    // On the host, compose publishes neither the admin port nor Tempo's:
+    // with the default admin URL unreachable, the router is checked through
+    // Prometheus; without --tempo, Tempo is asked through Grafana.
     assert!(
         std::net::TcpStream::connect_timeout(&"127.0.0.1:8081".parse().expect("addr"), Duration::from_secs(1)).is_err(),
         "this test needs nothing listening on 127.0.0.1:8081 (the doctor's default admin URL)"
     );
-    let without_admin: Vec<String> = args.iter().skip(2).filter(|a| *a != "--json").cloned().collect();
-    assert!(!without_admin.contains(&"--admin".to_owned()));
-    let run = doctor(&without_admin, &envs).await;
+    let host_defaults: Vec<String> = host_defaults.into_iter().skip(2).collect();
+    assert!(!host_defaults.contains(&"--admin".to_owned()) && !host_defaults.contains(&"--tempo".to_owned()));
+    let searches_before = tempo.searches().len();
+    let run = doctor(&host_defaults, &envs).await;
     assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let line = run.line("router active color");
     assert!(line.starts_with("ok "), "{line}");
@@ -578,6 +708,161 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
         line.contains("blue (router's gauge in Prometheus) = blue (Prometheus role=\"active\")"),
         "{line}"
     );
+    let relayed = " (through Grafana's data source proxy: Tempo is not published on the host)";
+    for name in ["tempo ready", "tempo traces"] {
+        let line = run.line(name);
+        assert!(line.starts_with("ok ") && line.ends_with(relayed), "{line}");
+    }
+    assert_eq!(
+        tempo.searches().len(),
+        searches_before + 1,
+        "one search, relayed by Grafana"
+    );
+}
+
+/// Both backends and the router (blue active), without Prometheus.
+struct App {
+    router: Proc,
+    _green: Proc,
+    _blue: Proc,
+    _dir: TempDir,
+}
+
+impl App {
+    fn start(tag: &str) -> App {
+        let dir = TempDir::new(tag);
+        let db = dir.join("tasks.db");
+        let blue = Proc::backend("blue", &db, &[]);
+        let green = Proc::backend("green", &db, &[]);
+        let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+        App {
+            router,
+            _green: green,
+            _blue: blue,
+            _dir: dir,
+        }
+    }
+
+    /// The doctor's arguments to check only Tempo (and ask the router its color).
+    fn tempo_only(&self, tempo: &str) -> Vec<String> {
+        strings(&[
+            "--admin",
+            &self.router.admin_url(""),
+            "--tempo",
+            tempo,
+            "--skip",
+            "prometheus,loki,grafana,alertmanager",
+        ])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempo_checks_pass_when_tempo_is_ready_and_has_traces_of_the_active_color() {
+    let app = App::start("doctor-tempo-ok");
+    let tempo = FakeTempo::new(true, &[("blue", 3), ("green", 1)]);
+    let url = tempo.serve().await;
+    let mut args = app.tempo_only(&url);
+    args.extend(strings(&["--logs-window", "2m"]));
+
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("tempo ready");
+    assert!(line.starts_with("ok ") && line.ends_with("  ready"), "{line}");
+    assert!(
+        run.line("tempo traces").ends_with(&format!(
+            "blue: 3 traces of vigie-backend in the last 2m, latest vigie-router GET /api/tasks (trace {:032x})",
+            1
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // One search: the backend's spans of the active color over the window.
+    let searches = tempo.searches();
+    assert_eq!(searches.len(), 1, "{searches:?}");
+    let search = &searches[0];
+    assert_eq!(
+        search["q"],
+        r#"{ resource.service.name = "vigie-backend" && resource.vigie.color = "blue" }"#
+    );
+    assert_eq!(search["limit"], "20");
+    let (start, end): (u64, u64) = (
+        search["start"].parse().expect("start in unix seconds"),
+        search["end"].parse().expect("end in unix seconds"),
+    );
+    assert_eq!(end - start, 120, "{search:?}");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    assert!(now.abs_diff(end) < 60, "end {end}, now {now}");
+
+    args.push("--json".to_owned());
+    let report = doctor(&args, &[TOKEN_ENV]).await.json();
+    let traces = report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["id"] == "tempo-traces"))
+        .expect("tempo-traces in the report");
+    assert_eq!(traces["component"], "tempo");
+    assert_eq!(traces["status"], "ok");
+    assert_eq!(traces["data"]["active"], "blue");
+    assert_eq!(traces["data"]["traces"], 3);
+    assert_eq!(traces["data"]["window"], "2m");
+    assert_eq!(traces["data"]["latest"]["trace_id"], format!("{:032x}", 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempo_checks_fail_when_tempo_is_not_ready_or_has_no_trace_of_the_active_color() {
+    let app = App::start("doctor-tempo-fail");
+
+    let starting = FakeTempo::new(false, &[]).serve().await;
+    let run = doctor(&app.tempo_only(&starting), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("tempo ready");
+    assert!(line.starts_with("FAIL "), "{line}");
+    assert!(
+        line.contains(&format!(
+            "not ready: answered 503 at {starting}/ready: Ingester not ready"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(" — Tempo says ready about 15 s after it starts"),
+        "{line}"
+    );
+    assert!(line.contains("docker compose logs tempo --tail 50"), "{line}");
+    assert_eq!(run.status("tempo traces"), "FAIL", "{}", run.stdout);
+
+    // Blue is active; only green's spans reach Tempo.
+    let silent_blue = FakeTempo::new(true, &[("green", 5)]);
+    let url = silent_blue.serve().await;
+    let run = doctor(&app.tempo_only(&url), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status("tempo ready"), "ok", "{}", run.stdout);
+    let line = run.line("tempo traces");
+    assert!(line.starts_with("FAIL "), "{line}");
+    assert!(
+        line.contains("no trace of vigie-backend with the active color blue in the last 5m — "),
+        "{line}"
+    );
+    assert!(line.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{line}");
+    assert!(line.contains("vigie_trace_spans_dropped_total"), "{line}");
+    assert!(line.contains("docker compose ps loadgen"), "{line}");
+    assert_eq!(silent_blue.searches().len(), 1);
+
+    // From the host with Grafana skipped, nothing can reach Tempo: said, not failed.
+    let args = strings(&[
+        "--admin",
+        &app.router.admin_url(""),
+        "--skip",
+        "prometheus,loki,grafana,alertmanager",
+    ]);
+    let run = doctor(&args, &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let line = run.line("tempo traces");
+    assert!(line.starts_with("skip "), "{line}");
+    assert!(
+        line.contains("not checked: Tempo is not published on the host and Grafana, its relay, is skipped"),
+        "{line}"
+    );
+    assert!(line.contains("--tempo URL") && line.contains("--compose"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +887,7 @@ async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router(
         .await;
 
     let mut args = stack.urls();
-    args.extend(strings(&["--skip", "loki,grafana,alertmanager"]));
+    args.extend(strings(&["--skip", "loki,tempo,grafana,alertmanager"]));
     let run = doctor(&args, &[TOKEN_ENV]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let line = run.line("router active color");
@@ -619,6 +904,8 @@ async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router(
     for skipped in [
         "loki ready",
         "loki logs",
+        "tempo ready",
+        "tempo traces",
         "grafana health",
         "grafana datasources",
         "grafana dashboards",
@@ -642,7 +929,7 @@ async fn doctor_names_a_down_target_and_its_scrape_error() {
         .await;
 
     let mut args = stack.urls();
-    args.extend(strings(&["--skip", "loki,grafana,alertmanager", "--json"]));
+    args.extend(strings(&["--skip", "loki,tempo,grafana,alertmanager", "--json"]));
     let run = doctor(&args, &[TOKEN_ENV]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let report = run.json();
@@ -674,7 +961,7 @@ async fn doctor_names_a_down_target_and_its_scrape_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
-    let refused = [dead_url(), dead_url(), dead_url(), dead_url()];
+    let refused = [dead_url(), dead_url(), dead_url(), dead_url(), dead_url()];
     let silent = silent_server().await;
     let args = strings(&[
         "--admin",
@@ -685,6 +972,8 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
         &refused[2],
         "--alertmanager",
         &refused[3],
+        "--tempo",
+        &refused[4],
         "--grafana",
         &silent,
         "--timeout",
@@ -695,8 +984,14 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
     // Concurrent checks, each at most two requests of 1 s.
     assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
     let lines = run.report_lines();
-    assert_eq!(lines.len(), 10, "{}", run.stdout);
+    assert_eq!(lines.len(), 12, "{}", run.stdout);
     assert!(lines.iter().all(|l| l.starts_with("FAIL ")), "{}", run.stdout);
+    let line = run.line("tempo ready");
+    assert!(
+        line.contains(&format!("connection refused at {}/ready", refused[4])),
+        "{line}"
+    );
+    assert!(line.contains("docker compose ps tempo"), "{line}");
     assert!(
         run.line("loki ready")
             .contains(&format!("connection refused at {}/ready", refused[2])),
@@ -739,7 +1034,7 @@ async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_co
             "--loki",
             loki,
             "--skip",
-            "prometheus,grafana,alertmanager",
+            "prometheus,tempo,grafana,alertmanager",
         ])
     };
 
@@ -790,11 +1085,12 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
             "Unable to connect with Loki. Please check the server logs for more details.",
         )),
         dashboards: vec!["vigie-overview", "vigie-bluegreen", "vigie-stack"],
+        tempo: Some(FakeTempo::new(true, &[]).serve().await),
     };
     let url = grafana.serve().await;
     // Anonymous: the data source list is forbidden, the expected uids are
-    // checked one by one (Alertmanager through the data source proxy).
-    let args = strings(&["--grafana", &url, "--skip", "router,prometheus,loki,alertmanager"]);
+    // checked one by one (Alertmanager and Tempo through the data source proxy).
+    let args = strings(&["--grafana", &url, "--skip", "router,prometheus,loki,tempo,alertmanager"]);
     let run = doctor(&args, &[]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     assert_eq!(run.status("grafana health"), "ok", "{}", run.stdout);
@@ -802,13 +1098,16 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
     let line = run.line("grafana datasources");
     assert!(
         line.contains(
-            "FAIL  grafana datasources  2/3 answer; loki: ERROR: Unable to connect with Loki. Please check the server \
+            "FAIL  grafana datasources  3/4 answer; loki: ERROR: Unable to connect with Loki. Please check the server \
              logs for more details. (list not readable without a login: checked the expected uids)"
         ),
         "{line}"
     );
     let line = run.line("grafana dashboards");
-    assert!(line.contains("3/4 in folder vigie; missing: vigie-logs"), "{line}");
+    assert!(
+        line.contains("3/5 in folder vigie; missing: vigie-logs, vigie-traces"),
+        "{line}"
+    );
     assert!(line.contains("provisioning"), "{line}");
 
     // With a login the list is read, and a data source nobody expected is checked too.
@@ -818,7 +1117,7 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
     )
     .await;
     assert!(
-        run.line("grafana datasources").contains("2/3 answer; loki: ERROR"),
+        run.line("grafana datasources").contains("3/4 answer; loki: ERROR"),
         "{}",
         run.stdout
     );
@@ -840,7 +1139,7 @@ async fn router_check_asks_for_the_admin_token_when_refused() {
         "--admin",
         &router.admin_url(""),
         "--skip",
-        "prometheus,loki,grafana,alertmanager",
+        "prometheus,loki,tempo,grafana,alertmanager",
     ]);
     let run = doctor(&args, &[]).await;
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
