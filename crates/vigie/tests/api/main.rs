@@ -10,4 +10,5 @@ mod router;
 mod router_load;
 mod router_prometheus;
 mod stack;
+mod stack_files;
 mod traces;

@@ -39,13 +39,15 @@ fn dashboards() -> Vec<(String, Value)> {
     out
 }
 
-/// The `uid:` values of the provisioned data sources.
-fn provisioned_datasource_uids() -> HashSet<String> {
+/// The provisioned data sources: uid → type.
+fn provisioned_datasources() -> std::collections::HashMap<String, String> {
     let path = repo().join("stack/grafana/provisioning/datasources/datasources.yaml");
-    let text = std::fs::read_to_string(&path).expect("read datasources.yaml");
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("uid:"))
-        .map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
+    let doc = crate::stack_files::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    doc["datasources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d["uid"].as_str()?.to_owned(), d["type"].as_str()?.to_owned())))
         .collect()
 }
 
@@ -62,7 +64,8 @@ fn panels(dashboard: &Value) -> Vec<Value> {
     out
 }
 
-/// A panel's queries: (datasource uid, expression).
+/// A panel's queries: (datasource uid, expression). Prometheus and Loki
+/// queries are `expr`, Tempo's TraceQL is `query`.
 fn queries(panel: &Value) -> Vec<(String, String)> {
     let panel_uid = panel["datasource"]["uid"].as_str().unwrap_or_default();
     panel["targets"]
@@ -71,26 +74,23 @@ fn queries(panel: &Value) -> Vec<(String, String)> {
         .flatten()
         .map(|t| {
             let uid = t["datasource"]["uid"].as_str().unwrap_or(panel_uid).to_owned();
-            let expr = t["expr"]
-                .as_str()
-                .or_else(|| t["query"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            (uid, expr)
+            let field = if uid == "tempo" { "query" } else { "expr" };
+            (uid, t[field].as_str().unwrap_or_default().to_owned())
         })
         .collect()
 }
 
 #[test]
 fn dashboards_name_provisioned_datasources_and_every_panel_has_a_query() {
-    let uids = provisioned_datasource_uids();
-    for required in ["prometheus", "loki", "alertmanager"] {
+    let datasources = provisioned_datasources();
+    for required in ["prometheus", "loki", "alertmanager", "tempo"] {
         assert!(
-            uids.contains(required),
-            "datasource uid {required} is not provisioned: {uids:?}"
+            datasources.contains_key(required),
+            "datasource uid {required} is not provisioned: {datasources:?}"
         );
     }
     let mut dashboard_uids = HashSet::new();
+    let mut promql = Vec::new();
     for (file, dashboard) in dashboards() {
         let uid = dashboard["uid"].as_str().unwrap_or_else(|| panic!("{file}: no uid"));
         assert!(
@@ -106,33 +106,101 @@ fn dashboards_name_provisioned_datasources_and_every_panel_has_a_query() {
         assert!(!panels.is_empty(), "{file}: no panels");
         for panel in &panels {
             let title = panel["title"].as_str().unwrap_or("?");
-            if panel["type"] == "text" {
-                continue;
-            }
             let id = panel["id"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("{file}: panel {title:?} has no id"));
             assert!(ids.insert(id), "{file}: duplicate panel id {id}");
+            assert!(panel.get("gridPos").is_some(), "{file}: panel {title:?} has no gridPos");
+            let panel_uid = panel["datasource"]["uid"].as_str().unwrap_or_default();
+            assert!(
+                datasources.contains_key(panel_uid),
+                "{file}: panel {title:?} names datasource {panel_uid:?}, not provisioned"
+            );
             let queries = queries(panel);
             assert!(!queries.is_empty(), "{file}: panel {title:?} has no query");
             for (ds, expr) in queries {
-                assert!(
-                    uids.contains(&ds),
-                    "{file}: panel {title:?} names datasource {ds:?}, not provisioned"
-                );
+                assert_eq!(ds, panel_uid, "{file}: panel {title:?} mixes data sources");
                 assert!(!expr.trim().is_empty(), "{file}: panel {title:?} has an empty query");
+                if ds == "prometheus" {
+                    promql.push((format!("{file} / {title}"), fill_variables(&expr)));
+                }
+            }
+        }
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+            if annotation["builtIn"].as_u64() == Some(1) {
+                continue;
+            }
+            let ds = annotation["datasource"]["uid"].as_str().unwrap_or_default();
+            assert!(
+                datasources.contains_key(ds),
+                "{file}: annotation {} names datasource {ds:?}",
+                annotation["name"]
+            );
+            let expr = annotation["expr"]
+                .as_str()
+                .or_else(|| annotation["target"]["expr"].as_str())
+                .unwrap_or_default();
+            assert!(
+                !expr.trim().is_empty(),
+                "{file}: annotation {} has no query",
+                annotation["name"]
+            );
+            if ds == "prometheus" {
+                promql.push((
+                    format!("{file} / annotation {}", annotation["name"]),
+                    fill_variables(expr),
+                ));
             }
         }
         for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
             if variable["type"] == "query" {
                 let ds = variable["datasource"]["uid"].as_str().unwrap_or_default();
                 assert!(
-                    uids.contains(ds),
+                    datasources.contains_key(ds),
                     "{file}: variable {} names datasource {ds:?}",
                     variable["name"]
                 );
+                let query = variable["query"]
+                    .as_str()
+                    .or_else(|| variable["query"]["query"].as_str())
+                    .unwrap_or_default();
+                assert!(!query.is_empty(), "{file}: variable {} has no query", variable["name"]);
             }
         }
+    }
+    for (title, expr) in &promql {
+        assert!(!expr.contains('$'), "{title}: a variable is left unfilled in {expr}");
+    }
+    assert_promql_parses(&promql);
+}
+
+/// `promtool check rules` on every expression as a recording rule: the
+/// queries that cannot run here (Loki's, Promtail's) are still parsed.
+fn assert_promql_parses(promql: &[(String, String)]) {
+    let promtool = require_program("promtool", "prometheus");
+    let dir = TempDir::new("promql");
+    let rules: Vec<Value> = promql
+        .iter()
+        .enumerate()
+        .map(|(i, (_, expr))| json!({"record": format!("dashboard_expr:check:{i}"), "expr": expr}))
+        .collect();
+    let file = dir.join("dashboards.yml");
+    let doc = json!({"groups": [{"name": "dashboard-expressions", "rules": rules}]});
+    // JSON is YAML: promtool reads it as is.
+    std::fs::write(&file, doc.to_string()).expect("write rules");
+    let output = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool");
+    let report = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let named: Vec<String> = promql
+            .iter()
+            .enumerate()
+            .map(|(i, (t, e))| format!("dashboard_expr:check:{i} = {t}: {e}"))
+            .collect();
+        panic!("dashboard PromQL does not parse:\n{report}\n{}", named.join("\n"));
     }
 }
 
@@ -143,8 +211,12 @@ fn fill_variables(expr: &str) -> String {
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
         .replace("$__range", "5m");
-    for var in ["$color", "$route", "$service", "$level", "$search"] {
-        let value = if var == "$search" { "" } else { ".+" };
+    for var in ["$color", "$route", "$service", "$level", "$search", "$request_id"] {
+        let value = match var {
+            "$search" => "",
+            "$request_id" => "00000000-0000-0000-0000-000000000000",
+            _ => ".+",
+        };
         out = out.replace(var, value);
     }
     out

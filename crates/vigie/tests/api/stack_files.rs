@@ -1,0 +1,209 @@
+//! The stack's configuration files, checked as files: they parse, target
+//! files have the file_sd shape, compose mounts exist, Tempo's strict config
+//! has no unknown block. The servers' own validators (promtool, amtool,
+//! check-jsonschema, dclint) run in stack/check.sh.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Parses a YAML or JSON file into a JSON value, or says why it cannot.
+pub fn load(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let parsed = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_str(&text).map_err(|e| e.to_string()),
+        _ => serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+            .and_then(|mut yaml| {
+                // Compose's `<<: *anchor` merge keys, as compose applies them.
+                yaml.apply_merge()?;
+                Ok(yaml)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|yaml| serde_json::to_value(yaml).map_err(|e| e.to_string())),
+    };
+    parsed.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_yaml_and_json_file_of_the_stack_parses() {
+    let mut files = Vec::new();
+    files_under(&repo().join("stack"), &mut files);
+    files.retain(|p| p.extension().is_some_and(|e| e == "json" || e == "yml" || e == "yaml"));
+    files.push(repo().join("compose.yaml"));
+    files.push(repo().join("compose.alloy.yaml"));
+    assert!(files.len() >= 20, "only {} files found", files.len());
+    let problems: Vec<String> = files.iter().filter_map(|p| load(p).err()).collect();
+    assert!(problems.is_empty(), "files that do not parse:\n{}", problems.join("\n"));
+}
+
+/// `[{"targets": ["host:port", ...], "labels": {"k": "v"}}]`
+fn is_file_sd(doc: &Value) -> bool {
+    doc.as_array().is_some_and(|groups| {
+        groups.iter().all(|g| {
+            g.as_object()
+                .is_some_and(|o| o.keys().all(|k| k == "targets" || k == "labels"))
+                && g["targets"].as_array().is_some_and(|t| t.iter().all(Value::is_string))
+                && (g.get("labels").is_none()
+                    || g["labels"]
+                        .as_object()
+                        .is_some_and(|l| l.values().all(Value::is_string)))
+        })
+    })
+}
+
+#[test]
+fn target_files_have_the_file_sd_shape_and_every_named_one_exists() {
+    let prometheus = repo().join("stack/prometheus");
+    let mut files = Vec::new();
+    files_under(&prometheus.join("static-targets"), &mut files);
+    files_under(&repo().join("stack/alloy/prometheus"), &mut files);
+    for file in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let doc = load(file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            is_file_sd(&doc),
+            "{} is not a file_sd target list: {doc}",
+            file.display()
+        );
+    }
+    let config = load(&prometheus.join("prometheus.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let sd_configs = config["scrape_configs"]
+        .as_array()
+        .into_iter()
+        .chain(config["alerting"]["alertmanagers"].as_array())
+        .flatten()
+        .flat_map(|c| c["file_sd_configs"].as_array().cloned().unwrap_or_default());
+    let named: Vec<String> = sd_configs
+        .flat_map(|sd| sd["files"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        named.iter().any(|f| f.starts_with("targets/")),
+        "no job reads the router's targets/: {named:?}"
+    );
+    for file in named.iter().filter(|f| f.starts_with("static-targets/")) {
+        assert!(
+            prometheus.join(file).is_file(),
+            "prometheus.yml names {file}, which is missing"
+        );
+    }
+    // compose.alloy.yaml mounts its files over ones of static-targets/.
+    for file in std::fs::read_dir(repo().join("stack/alloy/prometheus"))
+        .expect("alloy targets")
+        .flatten()
+    {
+        assert!(
+            prometheus.join("static-targets").join(file.file_name()).is_file(),
+            "{:?} has no static-targets counterpart",
+            file.file_name()
+        );
+    }
+    let sample = serde_json::json!([{"targets": ["backend-blue:3000"], "labels": {"color": "blue", "role": "active"}}]);
+    assert!(is_file_sd(&sample));
+    assert!(!is_file_sd(&serde_json::json!({"targets": []})));
+}
+
+#[test]
+fn compose_bind_mounts_exist_in_the_repository() {
+    for compose in ["compose.yaml", "compose.alloy.yaml"] {
+        let doc = load(&repo().join(compose)).unwrap_or_else(|e| panic!("{e}"));
+        let services = doc["services"].as_object().cloned().unwrap_or_default();
+        assert!(
+            compose != "compose.yaml" || services.len() >= 9,
+            "{compose}: {} services",
+            services.len()
+        );
+        for (name, service) in services {
+            for volume in service["volumes"].as_array().into_iter().flatten() {
+                let source = match volume {
+                    Value::String(s) => s.split(':').next().unwrap_or_default().to_owned(),
+                    other => other["source"].as_str().unwrap_or_default().to_owned(),
+                };
+                if source.starts_with("./") {
+                    assert!(
+                        repo().join(&source).exists(),
+                        "{compose}: service {name} mounts {source}, which is missing"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_compose_image_is_pinned_to_a_version() {
+    let doc = load(&repo().join("compose.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    for (name, service) in doc["services"].as_object().into_iter().flatten() {
+        let image = service["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("service {name} has no image"));
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+            "service {name}: image {image} is not pinned to a version"
+        );
+    }
+}
+
+/// Tempo stops at start on an unknown top-level block: the keys of Tempo
+/// 2.10's configuration (cmd/tempo/app/config.go).
+const TEMPO_TOP_LEVEL_KEYS: &[&str] = &[
+    "target",
+    "auth_enabled",
+    "multitenancy_enabled",
+    "shutdown_delay",
+    "stream_over_http_enabled",
+    "http_api_prefix",
+    "enable_go_runtime_metrics",
+    "server",
+    "internal_server",
+    "distributor",
+    "ingester_client",
+    "metrics_generator_client",
+    "querier",
+    "query_frontend",
+    "compactor",
+    "ingester",
+    "metrics_generator",
+    "ingest",
+    "block_builder",
+    "storage",
+    "overrides",
+    "memberlist",
+    "usage_report",
+    "cache",
+    "backend_scheduler",
+    "backend_scheduler_client",
+    "backend_worker",
+];
+
+#[test]
+fn tempo_config_uses_only_known_top_level_keys() {
+    let doc = load(&repo().join("stack/tempo/tempo.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&String> = doc.as_object().expect("a mapping").keys().collect();
+    let unknown: Vec<&&String> = keys
+        .iter()
+        .filter(|k| !TEMPO_TOP_LEVEL_KEYS.contains(&k.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "stack/tempo/tempo.yaml: unknown top-level keys {unknown:?}"
+    );
+}
