@@ -6,7 +6,8 @@
 # Prints a table with req/s, p50, p99 and the ratios. Needs wrk and nginx
 # (apt-get install -y wrk nginx). Knobs: BENCH_DURATION (10s),
 # BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_PORT_BASE (18300),
-# BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD (use the last build).
+# BENCH_ROUNDS (3), BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD
+# (use the last release build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-2}
 BASE=${BENCH_PORT_BASE:-18300}
+ROUNDS=${BENCH_ROUNDS:-3}
 BLUE_PORT=$((BASE + 1)) GREEN_PORT=$((BASE + 2)) ROUTER_PORT=$((BASE + 3)) ADMIN_PORT=$((BASE + 4)) NGINX_PORT=$((BASE + 5))
 
 for tool in wrk nginx cargo; do
@@ -46,7 +48,7 @@ wait_http() { # url
 
 # Every server logs one line per request, as in production, to a file.
 "$VIGIE" backend --color blue --listen "127.0.0.1:$BLUE_PORT" --database "$TMP/tasks.db" >"$TMP/blue.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!) BLUE_PID=$!
 "$VIGIE" backend --color green --listen "127.0.0.1:$GREEN_PORT" --database "$TMP/tasks.db" >"$TMP/green.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$BLUE_PORT/health/ready"
@@ -54,12 +56,20 @@ wait_http "http://127.0.0.1:$GREEN_PORT/health/ready"
 VIGIE_ADMIN_TOKEN=bench "$VIGIE" router --listen "127.0.0.1:$ROUTER_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --blue "http://127.0.0.1:$BLUE_PORT" --green "http://127.0.0.1:$GREEN_PORT" \
     --state-file "$TMP/router/state.json" --targets-file "$TMP/targets/backend.json" ${BENCH_ROUTER_ARGS:-} >"$TMP/router.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!) ROUTER_PID=$!
 sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$BLUE_PORT|g" bench/nginx-router.conf >"$TMP/nginx.conf"
 nginx -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" -g 'daemon off;' &
-PIDS+=($!)
+PIDS+=($!) NGINX_PID=$!
 wait_http "http://127.0.0.1:$ROUTER_PORT/api/info"
 wait_http "http://127.0.0.1:$NGINX_PORT/api/info"
+NGINX_PIDS="$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')"
+
+# CPU time (user + system, clock ticks of 10 ms) used so far by the pids.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo "$total"
+}
 
 # wrk's latency figure (e.g. 312.00us, 1.20ms, 2.00s) in milliseconds.
 to_ms() {
@@ -69,22 +79,60 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-# run NAME URL: one warm-up, one measured wrk run; sets R_<NAME>, P50_<NAME>, P99_<NAME>.
-run() {
-    local name=$1 url=$2 out
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null
+# measure NAME URL PID...: one wrk run; appends its req/s, p50 and p99 (ms)
+# and the CPU microseconds per request used by PID... (the server measured:
+# the backend for direct, the proxy otherwise) to $TMP/NAME.results, its
+# error lines to $TMP/NAME.errors.
+measure() {
+    local name=$1 url=$2 out before after requests
+    shift 2
+    before=$(cpu_ticks "$@")
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-    echo "$out" >"$TMP/wrk-$name.txt"
-    printf -v "R_$name" '%s' "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-    printf -v "P50_$name" '%s' "$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
-    printf -v "P99_$name" '%s' "$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
-    printf -v "ERR_$name" '%s' "$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')"
+    after=$(cpu_ticks "$@")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "$out" >>"$TMP/wrk-$name.txt"
+    echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")") $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") $(awk -v t=$((after - before)) -v n="$requests" 'BEGIN {printf "%.1f", t * 10000 / n}')" >>"$TMP/$name.results"
+    awk '/Non-2xx|Socket errors/' <<<"$out" >>"$TMP/$name.errors"
 }
 
-echo "bench: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency GET /api/info (after a 2s warm-up each)" >&2
-run direct "http://127.0.0.1:$BLUE_PORT/api/info"
-run router "http://127.0.0.1:$ROUTER_PORT/api/info"
-run nginx "http://127.0.0.1:$NGINX_PORT/api/info"
+# unloaded NAME URL: p50 and p99 (ms) of one connection sending requests one
+# after the other: the latency a proxy adds without queueing.
+unloaded() {
+    local out
+    out=$(wrk -t1 -c1 -d"$DURATION" --latency "$2")
+    printf -v "U50_$1" '%s' "$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    printf -v "U99_$1" '%s' "$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+}
+
+# median NAME COLUMN: the median over the rounds of one column (1 req/s, 2 p50, 3 p99, 4 CPU µs/request).
+median() {
+    awk -v c="$2" '{print $c}' "$TMP/$1.results" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+echo "bench: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency GET /api/info on direct, router, nginx (after a 2s warm-up each)" >&2
+for url in "http://127.0.0.1:$BLUE_PORT/api/info" "http://127.0.0.1:$ROUTER_PORT/api/info" "http://127.0.0.1:$NGINX_PORT/api/info"; do
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null
+done
+# Rounds alternate the three paths, so a burst of noise from elsewhere on
+# the machine hits each of them alike; medians are reported.
+for _ in $(seq 1 "$ROUNDS"); do
+    measure direct "http://127.0.0.1:$BLUE_PORT/api/info" "$BLUE_PID"
+    measure router "http://127.0.0.1:$ROUTER_PORT/api/info" "$ROUTER_PID"
+    # shellcheck disable=SC2086 # one word per pid
+    measure nginx "http://127.0.0.1:$NGINX_PORT/api/info" $NGINX_PIDS
+done
+for name in direct router nginx; do
+    printf -v "R_$name" '%s' "$(median "$name" 1)"
+    printf -v "P50_$name" '%s' "$(median "$name" 2)"
+    printf -v "P99_$name" '%s' "$(median "$name" 3)"
+    printf -v "CPU_$name" '%s' "$(median "$name" 4)"
+    printf -v "ERR_$name" '%s' "$(sort -u "$TMP/$name.errors" | tr '\n' ' ')"
+done
+
+echo "bench: wrk -t1 -c1 -d$DURATION --latency (one connection, no queueing) on each path" >&2
+unloaded direct "http://127.0.0.1:$BLUE_PORT/api/info"
+unloaded router "http://127.0.0.1:$ROUTER_PORT/api/info"
+unloaded nginx "http://127.0.0.1:$NGINX_PORT/api/info"
 
 # The same load through the router while it switches every 0.5 s.
 SWITCHES_OK=0 SWITCHES_FAILED=0
@@ -116,17 +164,26 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
 echo
-echo "| path | req/s | p50 ms | p99 ms | req/s vs nginx | p99 added vs direct (ms) |"
+echo "Saturated: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS rounds (the switching run is one run)."
+echo "CPU is the measured server's (backend for direct, proxy otherwise), in microseconds per request."
+echo
+echo "| path | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx |"
 echo "|---|---:|---:|---:|---:|---:|"
-for name in direct router nginx switching; do
-    r=R_$name p50=P50_$name p99=P99_$name
-    label=$name
-    [ "$name" = switching ] && label="router, switching every 0.5 s"
-    echo "| $label | ${!r} | ${!p50} | ${!p99} | $(ratio "${!r}" "$R_nginx") | $(added "${!p99}" "$P99_direct") |"
-done
+echo "| direct | $R_direct | $P50_direct | $P99_direct | $CPU_direct | $(ratio "$R_direct" "$R_nginx") |"
+echo "| vigie router | $R_router | $P50_router | $P99_router | $CPU_router | $(ratio "$R_router" "$R_nginx") |"
+echo "| nginx | $R_nginx | $P50_nginx | $P99_nginx | $CPU_nginx | 1.00 |"
+echo "| vigie router, switching every 0.5 s | $R_switching | $P50_switching | $P99_switching | | $(ratio "$R_switching" "$R_nginx") |"
+echo
+echo "Unloaded: wrk -t1 -c1 -d$DURATION (one request at a time)."
+echo
+echo "| path | p50 ms | p99 ms | p99 added vs direct (ms) |"
+echo "|---|---:|---:|---:|"
+echo "| direct | $U50_direct | $U99_direct | |"
+echo "| vigie router | $U50_router | $U99_router | $(added "$U99_router" "$U99_direct") |"
+echo "| nginx | $U50_nginx | $U99_nginx | $(added "$U99_nginx" "$U99_direct") |"
 echo
 echo "router/nginx throughput: $(ratio "$R_router" "$R_nginx"); router/direct: $(ratio "$R_router" "$R_direct"); nginx/direct: $(ratio "$R_nginx" "$R_direct")"
-echo "p99 added by the router: $(added "$P99_router" "$P99_direct") ms; by nginx: $(added "$P99_nginx" "$P99_direct") ms"
+echo "saturated p99 added vs direct: router $(added "$P99_router" "$P99_direct") ms, nginx $(added "$P99_nginx" "$P99_direct") ms"
 echo "errors (direct/router/nginx): [${ERR_direct:-none}] [${ERR_router:-none}] [${ERR_nginx:-none}]"
 echo "during switching: $SWITCHES_OK switches ok, $SWITCHES_FAILED refused; non-2xx responses: ${NON2XX:-0}; socket errors: ${SOCKET:-none}"
 if [ "${NON2XX:-0}" != 0 ] || [ -n "$SOCKET" ] || [ "$SWITCHES_FAILED" != 0 ]; then

@@ -102,7 +102,11 @@ async fn switch(State(admin): State<Admin>, body: Bytes) -> Result<Response, Adm
         Some(r) if !r.trim().is_empty() => r.trim().chars().take(MAX_REASON_CHARS).collect(),
         _ => "requested through the admin API".to_owned(),
     };
-    let outcome = admin.switcher.switch_detached(to, reason).await.map_err(AdminError::Internal)?;
+    let outcome = admin
+        .switcher
+        .switch_detached(to, reason)
+        .await
+        .map_err(AdminError::Internal)?;
     let body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;
     Ok(if outcome.result == "refused" {
         json_error(StatusCode::CONFLICT, "not_ready", &outcome.reason, Some(body))

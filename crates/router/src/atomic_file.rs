@@ -42,7 +42,10 @@ pub fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// is atomic; a leading dot keeps it out of Prometheus' `*.json` glob.
 fn temp_path(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
@@ -58,7 +61,11 @@ mod tests {
         write_blocking(&path, b"one").expect("first write");
         write_blocking(&path, b"two").expect("second write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "two");
-        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).expect("list").flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -65,7 +65,9 @@ struct Answer {
 async fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Answer> {
     let base = args.admin.trim_end_matches('/');
     let url = format!("{base}{path}");
-    let uri: http::Uri = url.parse().with_context(|| format!("invalid --admin URL {:?}", args.admin))?;
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("invalid --admin URL {:?}", args.admin))?;
     if uri.scheme_str() != Some("http") {
         bail!("--admin must be an http:// URL, got {:?}", args.admin);
     }
@@ -80,10 +82,15 @@ async fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>)
         }
         None => Bytes::new(),
     };
-    let request = request.body(Full::new(payload)).context("cannot build the request (is the token valid header text?)")?;
+    let request = request
+        .body(Full::new(payload))
+        .context("cannot build the request (is the token valid header text?)")?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let exchange = async {
-        let response = client.request(request).await.with_context(|| format!("cannot reach the admin API at {base}"))?;
+        let response = client
+            .request(request)
+            .await
+            .with_context(|| format!("cannot reach the admin API at {base}"))?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
@@ -112,8 +119,16 @@ fn fail(answer: &Answer, json: bool) -> ExitCode {
     if json {
         println!("{}", answer.body);
     }
-    let hint = if answer.status == StatusCode::UNAUTHORIZED { " (set VIGIE_ADMIN_TOKEN)" } else { "" };
-    eprintln!("error: the admin API answered {}: {}{hint}", answer.status, text(&answer.body, "message"));
+    let hint = if answer.status == StatusCode::UNAUTHORIZED {
+        " (set VIGIE_ADMIN_TOKEN)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "error: the admin API answered {}: {}{hint}",
+        answer.status,
+        text(&answer.body, "message")
+    );
     ExitCode::FAILURE
 }
 
@@ -130,7 +145,13 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     if args.common.json {
         println!("{body}");
     }
-    let errors: Vec<&str> = body.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let errors: Vec<&str> = body
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     match text(body, "result") {
         "noop" if answer.status == StatusCode::OK => {
             if !args.common.json {
@@ -149,7 +170,10 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
                     if body.get("drained") == Some(&Value::Bool(true)) {
                         "old color drained".to_owned()
                     } else {
-                        format!("drain timeout with {} requests still in flight", number(body, "in_flight_left"))
+                        format!(
+                            "drain timeout with {} requests still in flight",
+                            number(body, "in_flight_left")
+                        )
                     },
                     number(body, "drain_ms"),
                 );
@@ -157,7 +181,11 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
             for error in &errors {
                 eprintln!("warning: {error}");
             }
-            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         _ => {
             eprintln!("switch refused: {}", text(body, "message"));
@@ -176,7 +204,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("active: {} since {} (switches: {})", text(body, "active"), text(body, "since"), number(body, "switches"));
+    println!(
+        "active: {} since {} (switches: {})",
+        text(body, "active"),
+        text(body, "since"),
+        number(body, "switches")
+    );
     for color in Color::ALL {
         let upstream = &body["upstreams"][color.as_str()];
         let health = match upstream.get("healthy").and_then(Value::as_bool) {

@@ -64,7 +64,8 @@ pub struct Config {
     #[arg(long, env = "VIGIE_TARGETS_FILE", default_value = defaults::TARGETS_FILE)]
     pub targets_file: PathBuf,
     /// List only the active color in the targets file.
-    #[arg(long, env = "VIGIE_NO_STANDBY_TARGET")]
+    /// (The variable takes true/false, 1/0, yes/no, on/off.)
+    #[arg(long, env = "VIGIE_NO_STANDBY_TARGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_standby_target: bool,
     /// Longest TCP connect to a backend (then 502).
     #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]

@@ -42,9 +42,17 @@ impl UpstreamError {
     }
 }
 
-impl IntoResponse for UpstreamError {
-    fn into_response(self) -> Response {
-        json_error(self.status(), self.error_kind(), &self.message, None)
+impl UpstreamError {
+    /// The JSON error response sent to the client.
+    pub fn to_response(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let body = json!({ "error": self.error_kind(), "message": self.message }).to_string();
+        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use http_body_util::BodyExt;
 
 use crate::metrics::RouterMetrics;
 use crate::routing::Routing;
-use crate::upstream::Upstream;
+use crate::upstream::{empty_body, Upstream};
 
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
@@ -28,10 +27,13 @@ pub struct NotReady {
 
 /// One GET of the readiness path: Ok on a 2xx answered within `timeout`.
 pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result<(), String> {
-    let uri = upstream.url.uri(path).map_err(|e| format!("invalid health check URL: {e}"))?;
+    let uri = upstream
+        .url
+        .uri(path)
+        .map_err(|e| format!("invalid health check URL: {e}"))?;
     let request = http::Request::get(uri)
         .header(http::header::USER_AGENT, "vigie-router-health")
-        .body(Body::empty())
+        .body(empty_body())
         .map_err(|e| format!("cannot build health check request: {e}"))?;
     let check = async {
         let response = upstream.client.request(request).await.map_err(|e| describe(&e))?;
@@ -71,7 +73,10 @@ pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Inst
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(NotReady { checks, last_error: "no check completed within the deploy timeout".into() });
+            return Err(NotReady {
+                checks,
+                last_error: "no check completed within the deploy timeout".into(),
+            });
         }
         checks += 1;
         match probe(upstream, &check.path, check.timeout.min(left)).await {
@@ -85,7 +90,10 @@ pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Inst
                 consecutive = 0;
                 tracing::debug!(color = %upstream.color, error = %error, "readiness check failed");
                 if Instant::now() + check.interval >= deadline {
-                    return Err(NotReady { checks, last_error: error });
+                    return Err(NotReady {
+                        checks,
+                        last_error: error,
+                    });
                 }
             }
         }

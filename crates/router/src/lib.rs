@@ -5,7 +5,7 @@
 //! restarts. `vigie switch` and `vigie status` ([`cli`]) drive it through
 //! its admin API.
 //!
-//! One concern per module: [`proxy`] (the public listener), [`upstream`]
+//! One concern per module: [`server`] and [`proxy`] (the public listener), [`upstream`]
 //! (a color's pool and in-flight count), [`routing`] (the active color),
 //! [`switch`] (health-checked switch and drain), [`health`], [`admin`],
 //! [`state_file`], [`targets`], [`metrics`], [`config`] (flags and every
@@ -22,6 +22,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod server;
 pub mod state_file;
 pub mod switch;
 pub mod target;
@@ -34,8 +35,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use axum::Router;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -54,13 +53,18 @@ use crate::upstream::Upstream;
 
 pub const SERVICE: &str = "vigie-router";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Log bytes gathered into one write to stdout.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Runs `vigie router` until SIGTERM/SIGINT and the drain are over.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let log_guard = logging::init(
         &config.log_level,
         vec![("service", SERVICE.to_owned()), ("version", VERSION.to_owned())],
-        std::io::stdout(),
+        // The log thread flushes whenever its queue is empty, so buffering
+        // adds no delay; under load it turns one write(2) per request line
+        // into one per batch.
+        std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stdout()),
     )
     .map_err(anyhow::Error::msg)?;
     let result = serve(config, &log_guard).await;
@@ -96,13 +100,26 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let metrics = RouterMetrics::register(&mut registry);
     process::ProcessCollector::register(&mut registry);
     log_guard.register_metrics(&mut registry);
-    vigie_telemetry::build_info(&mut registry, vec![("version".into(), VERSION.into()), ("role".into(), "router".into())]);
+    vigie_telemetry::build_info(
+        &mut registry,
+        vec![("version".into(), VERSION.into()), ("role".into(), "router".into())],
+    );
 
     let state_file = StateFile::new(config.state_file.clone());
     let (active, since, switches) = initial_state(&state_file);
     let upstream = |color: Color, url: &upstream::UpstreamUrl| {
-        let state = if color == active { TargetState::Active } else { TargetState::Standby };
-        Arc::new(Upstream::new(color, url.clone(), config.connect_timeout, state, metrics.in_flight_gauge(color)))
+        let state = if color == active {
+            TargetState::Active
+        } else {
+            TargetState::Standby
+        };
+        Arc::new(Upstream::new(
+            color,
+            url.clone(),
+            config.connect_timeout,
+            state,
+            metrics.in_flight_gauge(color),
+        ))
     };
     let routing = Arc::new(Routing::new(
         upstream(Color::Blue, &config.blue),
@@ -134,12 +151,24 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     // so the router serves anyway (the error is logged and counted).
     let _ = switcher.write_targets().await;
     if config.admin_token.is_none() {
-        tracing::warn!(env = config::AdminToken::ENV, "no admin token set: anyone reaching the admin listener can switch colors");
+        tracing::warn!(
+            env = config::AdminToken::ENV,
+            "no admin token set: anyone reaching the admin listener can switch colors"
+        );
     }
 
-    let proxy = Arc::new(Proxy { routing: Arc::clone(&routing), metrics: metrics.clone(), request_timeout: config.request_timeout });
-    let public_app = Router::new().fallback(proxy::handle).with_state(proxy);
-    let admin_app = admin::app(admin::Admin { switcher, token: config.admin_token.clone() }, Arc::new(registry));
+    let proxy = Arc::new(Proxy {
+        routing: Arc::clone(&routing),
+        metrics: metrics.clone(),
+        request_timeout: config.request_timeout,
+    });
+    let admin_app = admin::app(
+        admin::Admin {
+            switcher,
+            token: config.admin_token.clone(),
+        },
+        Arc::new(registry),
+    );
 
     let public = bind(config.listen, "public").await?;
     let admin = bind(config.admin_listen, "admin").await?;
@@ -147,30 +176,33 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         active = %active, blue = %config.blue, green = %config.green,
         targets_file = %config.targets_file.display(), "router started"
     );
-    tokio::spawn(health::watch(Arc::clone(&routing), health_check, config.status_check_interval, metrics));
+    tokio::spawn(health::watch(
+        Arc::clone(&routing),
+        health_check,
+        config.status_check_interval,
+        metrics,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let public_server = axum::serve(
-        public.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        public_app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()))
-    .into_future();
-    let admin_server = axum::serve(admin, admin_app).with_graceful_shutdown(stopped(stop_rx)).into_future();
-    let servers = async { tokio::try_join!(public_server, admin_server) };
-    tokio::pin!(servers);
+    let mut public_server = tokio::spawn(server::serve(public, proxy, stopped(stop_rx.clone())));
+    let admin_server = axum::serve(admin, admin_app)
+        .with_graceful_shutdown(stopped(stop_rx))
+        .into_future();
+    tokio::pin!(admin_server);
 
     tokio::select! {
-        result = &mut servers => { result.context("server failed")?; }
+        result = &mut admin_server => result.context("admin server failed")?,
+        result = &mut public_server => result.context("public server failed")?,
         () = shutdown::signal() => {
             let _ = stop_tx.send(true);
             tracing::info!(timeout_ms = config.drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
-            if tokio::time::timeout(config.drain_timeout, &mut servers).await.is_err() {
+            let drained = async {
+                let _ = tokio::join!(public_server, admin_server);
+            };
+            if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
                 tracing::warn!(
                     in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
                     "drain timeout reached; exiting with requests in flight"
@@ -183,7 +215,9 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
 }
 
 async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({name})"))?;
     let local = listener.local_addr()?;
     tracing::info!(listener = name, addr = %local, "listening");
     Ok(listener)

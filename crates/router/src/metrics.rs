@@ -105,8 +105,14 @@ impl RouterMetrics {
         let healthy = Family::<ColorLabel, Gauge>::default();
         let series = |color: Color| {
             let color = color.as_str();
-            let class = |i: usize| ClassLabels { color, status_class: STATUS_CLASSES[i] };
-            let kind = |k: ErrorKind| KindLabels { color, kind: k.as_str() };
+            let class = |i: usize| ClassLabels {
+                color,
+                status_class: STATUS_CLASSES[i],
+            };
+            let kind = |k: ErrorKind| KindLabels {
+                color,
+                kind: k.as_str(),
+            };
             ColorSeries {
                 requests: std::array::from_fn(|i| requests.get_or_create(&class(i)).clone()),
                 duration: std::array::from_fn(|i| duration.get_or_create(&class(i)).clone()),
@@ -123,7 +129,11 @@ impl RouterMetrics {
             last_switch: Gauge::default(),
             file_errors: Family::default(),
         };
-        registry.register("vigie_router_requests", "Requests proxied, by color and status class", requests);
+        registry.register(
+            "vigie_router_requests",
+            "Requests proxied, by color and status class",
+            requests,
+        );
         registry.register_with_unit(
             "vigie_router_request_duration",
             "Time from receiving a request to the end of its response",
@@ -135,8 +145,16 @@ impl RouterMetrics {
             "Requests that got no response from their upstream, by kind",
             errors,
         );
-        registry.register("vigie_router_active_color", "1 for the color receiving new requests, else 0", active);
-        registry.register("vigie_router_in_flight_requests", "Requests being proxied, by color", in_flight);
+        registry.register(
+            "vigie_router_active_color",
+            "1 for the color receiving new requests, else 0",
+            active,
+        );
+        registry.register(
+            "vigie_router_in_flight_requests",
+            "Requests being proxied, by color",
+            in_flight,
+        );
         registry.register(
             "vigie_router_upstream_healthy",
             "Last background readiness check of each color: 1 ready, 0 not",
@@ -148,11 +166,19 @@ impl RouterMetrics {
             for to in Color::ALL {
                 let results: &[&'static str] = if from == to { &["noop"] } else { &["ok", "refused"] };
                 for result in results {
-                    let _ = metrics.switches.get_or_create(&SwitchLabels { from: from.as_str(), to: to.as_str(), result });
+                    let _ = metrics.switches.get_or_create(&SwitchLabels {
+                        from: from.as_str(),
+                        to: to.as_str(),
+                        result,
+                    });
                 }
             }
         }
-        registry.register("vigie_router_switches", "Switch requests, by from, to and result", metrics.switches.clone());
+        registry.register(
+            "vigie_router_switches",
+            "Switch requests, by from, to and result",
+            metrics.switches.clone(),
+        );
         registry.register_with_unit(
             "vigie_router_last_switch_timestamp",
             "Unix time of the last successful switch (0: none yet)",
@@ -200,7 +226,13 @@ impl RouterMetrics {
     }
 
     pub fn switch(&self, from: Color, to: Color, result: &'static str) {
-        self.switches.get_or_create(&SwitchLabels { from: from.as_str(), to: to.as_str(), result }).inc();
+        self.switches
+            .get_or_create(&SwitchLabels {
+                from: from.as_str(),
+                to: to.as_str(),
+                result,
+            })
+            .inc();
     }
 
     pub fn set_last_switch(&self, unix_seconds: f64) {

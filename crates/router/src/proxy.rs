@@ -1,23 +1,28 @@
-//! The public listener: every request goes to the active color, streamed
-//! both ways, and answers 502/504 with a JSON body when the upstream fails.
+//! Proxying one request to the active color, streamed both ways, with a
+//! 502/504 JSON answer when the upstream fails.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, Version};
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use vigie_telemetry::{request_id, Color};
 
 use crate::error::UpstreamError;
 use crate::headers::{add_forwarded, remove_hop_by_hop, X_REQUEST_ID, X_VIGIE_COLOR};
 use crate::metrics::{ErrorKind, RouterMetrics};
 use crate::routing::Routing;
-use crate::upstream::{InFlight, Upstream};
+use crate::upstream::{empty_body, InFlight, Upstream};
+
+/// What the client receives: the upstream's body, or a JSON error.
+pub type ClientBody = Either<Tracked, Full<Bytes>>;
 
 /// Shared by every proxied request.
 pub struct Proxy {
@@ -41,17 +46,18 @@ impl Proxy {
     }
 }
 
-/// axum handler for every path of the public listener.
+/// Handles one request of the public listener; never fails.
 pub async fn handle(
-    State(proxy): State<Arc<Proxy>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<ClientBody>, Infallible> {
     let id = request_id::accept_or_generate(request.headers().get(X_REQUEST_ID));
     // Ids from `accept_or_generate` are short printable ASCII: always valid.
     let id_header = HeaderValue::from_str(&id).ok();
     let flight = proxy.begin();
     let upstream = Arc::clone(flight.upstream());
+    let color_header = HeaderValue::from_static(upstream.color.as_str());
     let mut exchange = Exchange {
         start: Instant::now(),
         method: request.method().clone(),
@@ -60,49 +66,50 @@ pub async fn handle(
         color: upstream.color,
         status: STATUS_CLIENT_CLOSED,
         error: None,
-        metrics: proxy.metrics.clone(),
+        proxy: Arc::clone(&proxy),
         _flight: flight,
     };
-    match forward(&upstream, request, peer, id_header.clone(), proxy.request_timeout).await {
+    let response = match forward(&upstream, request, peer, id_header.clone(), proxy.request_timeout).await {
         Ok(response) => {
             exchange.status = response.status().as_u16();
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(X_VIGIE_COLOR, HeaderValue::from_static(upstream.color.as_str()));
-            if let Some(id) = id_header {
-                parts.headers.insert(X_REQUEST_ID, id);
-            }
             // The exchange rides along with the body: the request stays in
             // flight (and unlogged) until the last byte is sent or the client
             // goes away, which is what a switch must wait for.
-            let body = body.map_frame(move |frame| {
-                let _ = &exchange;
-                frame
-            });
-            Response::from_parts(parts, Body::new(body))
+            let tracked = Tracked {
+                inner: body,
+                idle_timeout: proxy.request_timeout,
+                last_frame: Instant::now(),
+                idle: None,
+                exchange,
+            };
+            Response::from_parts(parts, Either::Left(tracked))
         }
         Err(error) => {
             proxy.metrics.upstream_error(upstream.color, error.kind);
             exchange.status = error.status().as_u16();
             exchange.error = Some(error.message.clone());
-            let mut response = error.into_response();
-            response.headers_mut().insert(X_VIGIE_COLOR, HeaderValue::from_static(upstream.color.as_str()));
-            if let Some(id) = id_header {
-                response.headers_mut().insert(X_REQUEST_ID, id);
-            }
-            response
+            drop(exchange);
+            error.to_response().map(Either::Right)
         }
+    };
+    let mut response = response;
+    response.headers_mut().insert(X_VIGIE_COLOR, color_header);
+    if let Some(id) = id_header {
+        response.headers_mut().insert(X_REQUEST_ID, id);
     }
+    Ok(response)
 }
 
 /// Sends the request upstream and waits for the response head.
 async fn forward(
     upstream: &Upstream,
-    request: Request,
+    request: Request<Incoming>,
     peer: SocketAddr,
     request_id: Option<HeaderValue>,
     timeout: Duration,
-) -> Result<http::Response<Incoming>, UpstreamError> {
+) -> Result<Response<Incoming>, UpstreamError> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = upstream.url.uri(path_and_query).map_err(|e| UpstreamError {
@@ -120,7 +127,7 @@ async fn forward(
     // connection broke under it (e.g. the backend closed a pooled connection
     // just as the request went out). A body is streamed, so it cannot be.
     let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
-        let mut again = http::Request::new(Body::empty());
+        let mut again = Request::new(empty_body());
         *again.method_mut() = parts.method.clone();
         *again.uri_mut() = parts.uri.clone();
         *again.version_mut() = parts.version;
@@ -128,7 +135,11 @@ async fn forward(
         again
     });
     let exchange = async {
-        match upstream.client.request(http::Request::from_parts(parts, body)).await {
+        match upstream
+            .client
+            .request(Request::from_parts(parts, Either::Left(body)))
+            .await
+        {
             Err(error) if replay.is_some() && is_retryable(&error) => {
                 tracing::debug!(color = %upstream.color, error = %crate::health::describe(&error), "retrying an idempotent request once");
                 match replay {
@@ -150,7 +161,10 @@ async fn forward(
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// A connection that closed or broke under the request, as opposed to a
@@ -172,9 +186,76 @@ fn is_retryable(error: &hyper_util::client::legacy::Error) -> bool {
 fn classify(upstream: &Upstream, error: &hyper_util::client::legacy::Error) -> UpstreamError {
     let detail = crate::health::describe(error);
     if error.is_connect() {
-        UpstreamError { kind: ErrorKind::Connect, message: format!("cannot connect to {}: {detail}", upstream.color) }
+        UpstreamError {
+            kind: ErrorKind::Connect,
+            message: format!("cannot connect to {}: {detail}", upstream.color),
+        }
     } else {
-        UpstreamError { kind: ErrorKind::Other, message: format!("{} failed: {detail}", upstream.color) }
+        UpstreamError {
+            kind: ErrorKind::Other,
+            message: format!("{} failed: {detail}", upstream.color),
+        }
+    }
+}
+
+/// An upstream response body that keeps its [`Exchange`] alive, and gives
+/// up when the upstream sends nothing for `idle_timeout` (the request
+/// timeout), so a stalled body cannot hold the client forever.
+pub struct Tracked {
+    inner: Incoming,
+    idle_timeout: Duration,
+    last_frame: Instant,
+    /// Created only the first time the body has to wait: a response whose
+    /// body came with its head never touches the timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    exchange: Exchange,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        // Every field is Unpin, so no pin projection is needed.
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.last_frame = Instant::now();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::from_std(this.last_frame + this.idle_timeout);
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if idle.deadline() != deadline {
+                    idle.as_mut().reset(deadline);
+                }
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let message = format!(
+                    "{} sent no response body data for {} ms",
+                    this.exchange.color,
+                    this.idle_timeout.as_millis()
+                );
+                this.exchange
+                    .proxy
+                    .metrics
+                    .upstream_error(this.exchange.color, ErrorKind::Timeout);
+                this.exchange.error = Some(message.clone());
+                // An error ends the response: hyper closes the client connection.
+                Poll::Ready(Some(Err(message.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -191,23 +272,25 @@ struct Exchange {
     color: Color,
     status: u16,
     error: Option<String>,
-    metrics: RouterMetrics,
+    /// One reference count, rather than a clone of every metric handle.
+    proxy: Arc<Proxy>,
     _flight: InFlight,
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        self.metrics.observe_request(self.color, self.status, elapsed);
+        self.proxy.metrics.observe_request(self.color, self.status, elapsed);
         let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-        // An Option field is left out of the line when None.
+        // Plain &str fields take the logger's fast path (no fmt machinery);
+        // an Option field is left out of the line when None.
         let error = self.error.as_deref();
         macro_rules! log {
             ($level:expr) => {
                 tracing::event!(
                     target: "http", $level,
-                    method = %self.method, path = %self.path, status = self.status, duration_ms,
-                    request_id = %self.request_id, upstream_color = %self.color, error,
+                    method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
+                    request_id = self.request_id.as_str(), upstream_color = self.color.as_str(), error,
                     "request"
                 )
             };

@@ -1,7 +1,7 @@
 //! Which color receives new requests. Read on every request without a lock
 //! (one atomic load); changed only by a switch.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;

@@ -52,9 +52,19 @@ impl StateFile {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LoadError::Read { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| LoadError::Parse { path: self.path.clone(), source })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LoadError::Parse {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     pub async fn save(&self, state: &SavedState) -> std::io::Result<()> {
@@ -91,7 +101,10 @@ mod tests {
         };
         file.save(&state).await.expect("save");
         let text = std::fs::read_to_string(file.path()).expect("read");
-        assert_eq!(text, "{\"active\":\"green\",\"since\":\"2023-11-14T22:13:20Z\",\"switches\":3}\n");
+        assert_eq!(
+            text,
+            "{\"active\":\"green\",\"since\":\"2023-11-14T22:13:20Z\",\"switches\":3}\n"
+        );
         assert_eq!(file.load().expect("load"), Some(state));
         std::fs::write(file.path(), "{\"active\":\"purple\"").expect("corrupt");
         assert!(matches!(file.load(), Err(LoadError::Parse { .. })));

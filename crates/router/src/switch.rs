@@ -67,14 +67,26 @@ impl Switcher {
         deploy_timeout: Duration,
         drain_timeout: Duration,
     ) -> Self {
-        Switcher { routing, metrics, state_file, targets, health_check, deploy_timeout, drain_timeout, lock: Mutex::new(()) }
+        Switcher {
+            routing,
+            metrics,
+            state_file,
+            targets,
+            health_check,
+            deploy_timeout,
+            drain_timeout,
+            lock: Mutex::new(()),
+        }
     }
 
     /// Writes the targets file for the current active color; a failure is
     /// logged, counted and returned.
     pub async fn write_targets(&self) -> Result<(), String> {
         let active = self.routing.active();
-        let result = self.targets.write(self.routing.upstream(active), self.routing.upstream(active.other())).await;
+        let result = self
+            .targets
+            .write(self.routing.upstream(active), self.routing.upstream(active.other()))
+            .await;
         result.map_err(|e| {
             self.metrics.file_write_error("targets");
             let message = format!("cannot write targets file {}: {e}", self.targets.path().display());
@@ -86,7 +98,9 @@ impl Switcher {
     /// Switches to `to` in a task of its own and waits for the outcome.
     pub async fn switch_detached(self: &Arc<Self>, to: Color, reason: String) -> Result<SwitchOutcome, String> {
         let switcher = Arc::clone(self);
-        tokio::spawn(async move { switcher.switch(to, &reason).await }).await.map_err(|e| e.to_string())
+        tokio::spawn(async move { switcher.switch(to, &reason).await })
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn switch(&self, to: Color, reason: &str) -> SwitchOutcome {
@@ -145,7 +159,11 @@ impl Switcher {
         self.metrics.set_active(to);
         self.metrics.set_last_switch(now.unix_timestamp_nanos() as f64 / 1e9);
 
-        let saved = SavedState { active: to, since: now, switches: self.routing.switches() };
+        let saved = SavedState {
+            active: to,
+            since: now,
+            switches: self.routing.switches(),
+        };
         if let Err(e) = self.state_file.save(&saved).await {
             self.metrics.file_write_error("state");
             let message = format!(
@@ -170,7 +188,10 @@ impl Switcher {
             tracing::warn!(color = %from, in_flight = outcome.in_flight_left, timeout_ms = millis(self.drain_timeout),
                 "drain timeout reached; requests still in flight on the old color");
         }
-        old.set_state(TargetState::Standby, if outcome.drained { "drained" } else { "drain timeout" });
+        old.set_state(
+            TargetState::Standby,
+            if outcome.drained { "drained" } else { "drain timeout" },
+        );
         self.finish(outcome, started)
     }
 

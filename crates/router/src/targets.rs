@@ -55,7 +55,13 @@ mod tests {
 
     fn upstream(color: Color, url: &str) -> Upstream {
         let url = UpstreamUrl::parse(url).expect("url");
-        Upstream::new(color, url, Duration::from_secs(1), TargetState::Standby, Gauge::default())
+        Upstream::new(
+            color,
+            url,
+            Duration::from_secs(1),
+            TargetState::Standby,
+            Gauge::default(),
+        )
     }
 
     #[tokio::test]

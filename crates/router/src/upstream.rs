@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -18,8 +18,17 @@ use vigie_telemetry::Color;
 use crate::config::defaults;
 use crate::target::TargetState;
 
+/// What the router sends upstream: the client's body, streamed, or nothing
+/// (health checks and replayed requests).
+pub type UpstreamBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
+
+/// An empty upstream body.
+pub fn empty_body() -> UpstreamBody {
+    http_body_util::Either::Right(http_body_util::Empty::new())
+}
+
 /// The client of one upstream: plain HTTP/1.1 with a keep-alive pool.
-pub type HttpClient = Client<HttpConnector, Body>;
+pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// A backend base URL: `http://host[:port]`, nothing after the authority.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,12 +43,19 @@ impl UpstreamUrl {
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(format!("invalid upstream {text:?}: only http:// URLs are supported"));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("invalid upstream {text:?}: no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("invalid upstream {text:?}: no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!("invalid upstream {text:?}: credentials in URLs are not supported"));
+            return Err(format!(
+                "invalid upstream {text:?}: credentials in URLs are not supported"
+            ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("invalid upstream {text:?}: give only scheme, host and port (no path)"));
+            return Err(format!(
+                "invalid upstream {text:?}: give only scheme, host and port (no path)"
+            ));
         }
         Ok(UpstreamUrl { authority })
     }
@@ -98,7 +114,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(color: Color, url: UpstreamUrl, connect_timeout: Duration, state: TargetState, in_flight_gauge: Gauge) -> Self {
+    pub fn new(
+        color: Color,
+        url: UpstreamUrl,
+        connect_timeout: Duration,
+        state: TargetState,
+        in_flight_gauge: Gauge,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         // Proxied requests are small and latency-bound: no Nagle delay.
@@ -215,12 +237,23 @@ mod tests {
         let url = UpstreamUrl::parse("http://backend-blue:3000").expect("valid");
         assert_eq!(url.host_port(), "backend-blue:3000");
         assert_eq!(url.to_string(), "http://backend-blue:3000");
-        assert_eq!(UpstreamUrl::parse("http://10.0.0.1/").expect("valid").host_port(), "10.0.0.1:80");
+        assert_eq!(
+            UpstreamUrl::parse("http://10.0.0.1/").expect("valid").host_port(),
+            "10.0.0.1:80"
+        );
         assert_eq!(
             url.uri("/api/tasks?x=1").expect("uri").to_string(),
             "http://backend-blue:3000/api/tasks?x=1"
         );
-        for bad in ["https://a:1", "backend:3000", "http://a:1/api", "http://u:p@a:1", "http://a:1?q", "", "http://"] {
+        for bad in [
+            "https://a:1",
+            "backend:3000",
+            "http://a:1/api",
+            "http://u:p@a:1",
+            "http://a:1?q",
+            "",
+            "http://",
+        ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -228,8 +261,13 @@ mod tests {
     #[tokio::test]
     async fn wait_idle_returns_when_the_last_request_ends_or_at_the_deadline() {
         let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("valid");
-        let upstream =
-            Arc::new(Upstream::new(Color::Blue, url, Duration::from_secs(1), TargetState::Active, Gauge::default()));
+        let upstream = Arc::new(Upstream::new(
+            Color::Blue,
+            url,
+            Duration::from_secs(1),
+            TargetState::Active,
+            Gauge::default(),
+        ));
         assert!(upstream.wait_idle(Duration::from_millis(10)).await);
         let guard = upstream.begin();
         assert!(!upstream.wait_idle(Duration::from_millis(20)).await);

@@ -421,6 +421,45 @@ async fn switching_to_the_active_color_changes_nothing() {
 }
 
 #[tokio::test]
+async fn concurrent_switch_requests_are_serialized() {
+    let stack = Stack::start("router-concurrent", &[]);
+    let router = &stack.router;
+    let answers = futures_join_all(
+        ["green", "blue", "green", "green", "blue", "green"].map(|color| async move { router.switch_to(color).await }),
+    )
+    .await;
+    let mut ok = 0;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(matches!(body["result"].as_str(), Some("ok" | "noop")), "{body}");
+        ok += u64::from(body["result"] == "ok");
+    }
+    let status = router.router_status().await;
+    assert_eq!(status["switches"], ok);
+    // Serialized: in log order, each successful switch starts where the
+    // previous one ended, and no two overlap.
+    let lines: Vec<Value> = router.logs().into_iter().filter(|l| l["msg"] == "switch").collect();
+    assert_eq!(lines.len(), answers.len());
+    let mut active = "blue".to_owned();
+    for line in &lines {
+        assert_eq!(line["from"], active.as_str(), "{lines:?}");
+        if line["result"] == "ok" {
+            active = line["to"].as_str().expect("to").to_owned();
+        }
+    }
+    assert_eq!(status["active"], active.as_str());
+    assert_eq!(served_by(router).await, active);
+}
+
+/// Runs the futures concurrently on this task (the test crate has no
+/// futures dependency).
+async fn futures_join_all<F: std::future::Future>(futures: [F; 6]) -> Vec<F::Output> {
+    let [a, b, c, d, e, f] = futures;
+    let (a, b, c, d, e, f) = tokio::join!(a, b, c, d, e, f);
+    vec![a, b, c, d, e, f]
+}
+
+#[tokio::test]
 async fn the_active_color_survives_a_restart() {
     let dir = TempDir::new("router-restart");
     let db = dir.join("tasks.db");
@@ -473,6 +512,55 @@ async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state")).expect("json");
     assert_eq!(saved["active"], "green");
+}
+
+#[tokio::test]
+async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
+    let dir = TempDir::new("router-unsaved");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    // A regular file where the state directory should be: even root cannot
+    // create the state file under it.
+    std::fs::write(dir.join("blocker"), "not a directory").expect("write blocker");
+    let state = dir.join("blocker").join("state.json");
+    let router = Proc::router(
+        &blue.url(""),
+        &green.url(""),
+        dir.path(),
+        &["--state-file", state.to_str().expect("utf-8")],
+    );
+    let (status, body) = router.switch_to("green").await;
+    assert_eq!(status, 200, "the switch itself happened: {body}");
+    assert_eq!(
+        (body["result"].as_str(), body["state_saved"].as_bool()),
+        (Some("ok"), Some(false))
+    );
+    assert!(
+        body["errors"][0].as_str().is_some_and(|e| e.contains("blocker")),
+        "{body}"
+    );
+    assert_eq!(served_by(&router).await, "green");
+    let metrics = router.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "vigie_router_file_write_errors_total", r#"file="state""#),
+        Some(1.0)
+    );
+    let logs = router.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "error" && l["msg"] == "state file not saved"),
+        "no error line"
+    );
+    let switch = logs.iter().find(|l| l["msg"] == "switch").expect("switch line");
+    assert_eq!(switch["level"], "error");
+
+    let (code, stdout, stderr) = router.cli(&["switch", "blue"], Some(ADMIN_TOKEN));
+    assert_eq!(code, 1, "switched but not saved exits 1: {stdout} {stderr}");
+    assert!(
+        stdout.contains("switched green -> blue") && stderr.contains("warning: cannot save state file"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -670,7 +758,8 @@ async fn a_slow_upstream_answers_504_within_the_request_timeout() {
 
 /// A minimal upstream that answers every request with its request head as
 /// the body (and the number of body bytes it read), or with `size` bytes
-/// for `GET /big/<size>`. Also sends hop-by-hop response headers.
+/// for `GET /big/<size>`, or stalls mid-body for `GET /stall`. Also sends
+/// hop-by-hop response headers.
 async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -703,6 +792,14 @@ async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => read += n,
                     }
+                }
+                if head.starts_with("get /stall ") {
+                    // A head, part of the body, then nothing (bounded wait).
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nfirst-part")
+                        .await;
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    return;
                 }
                 let body = match head.split_whitespace().nth(1).and_then(|p| p.strip_prefix("/big/")) {
                     Some(size) => "x".repeat(size.parse().unwrap_or(0)),
@@ -763,6 +860,52 @@ async fn proxied_requests_carry_forwarding_headers_stream_bodies_and_drop_hop_by
 
     let big = client().get(router.url("/big/8000000")).send().await.expect("GET big");
     assert_eq!(big.bytes().await.expect("big body").len(), 8_000_000);
+}
+
+#[tokio::test]
+async fn a_response_body_that_stalls_is_cut_after_the_request_timeout() {
+    let dir = TempDir::new("router-stall");
+    let (echo, _task) = echo_upstream().await;
+    let router = Proc::router(&echo, &dead_url(), dir.path(), &["--request-timeout", "500ms"]);
+    let started = Instant::now();
+    let response = client()
+        .get(router.url("/stall"))
+        .send()
+        .await
+        .expect("the head arrives");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.bytes().await.is_err(),
+        "the client sees the body cut, not a complete body"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    let metrics = router.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_upstream_errors_total",
+            r#"color="blue",kind="timeout""#
+        ),
+        Some(1.0)
+    );
+    let line = crate::helpers::eventually(Duration::from_secs(5), "the request line", || {
+        let logs = router.logs();
+        async move {
+            logs.into_iter()
+                .find(|l| l["msg"] == "request" && l["path"] == "/stall")
+        }
+    })
+    .await;
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no response body data")),
+        "{line}"
+    );
 }
 
 #[tokio::test]
