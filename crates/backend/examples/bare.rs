@@ -1,5 +1,7 @@
 //! The backend's routes without the telemetry layers (no metrics middleware,
-//! no request log, no request ids): the baseline of bench/backend.sh.
+//! no traces, no request log, no request ids), with everything else the
+//! service has (JSON 404/405, body limit, panic recovery): the baseline of
+//! bench/backend.sh.
 //!
 //! `cargo run --release -p vigie-backend --example bare -- 127.0.0.1:3001 /tmp/bare.db`
 
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use vigie_backend::db::Database;
 use vigie_backend::fault::Faults;
-use vigie_backend::{routes, AppState};
+use vigie_backend::{harden, routes, AppState};
 use vigie_telemetry::{Color, Registry};
 
 #[tokio::main]
@@ -27,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         db,
         draining: Arc::new(AtomicBool::new(false)),
     };
-    let app = routes(state, Arc::new(registry), Faults::default());
+    let app = harden(routes(state, Arc::new(registry), Faults::default()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("bare backend listening on {}", listener.local_addr()?);
     axum::serve(listener, app).await?;

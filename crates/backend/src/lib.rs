@@ -203,13 +203,18 @@ pub fn routes(state: AppState, registry: Arc<Registry>, faults: Faults) -> Route
         .route("/metrics", get(exposition::metrics_handler).with_state(registry))
 }
 
-/// Adds body limit, panic recovery, metrics, request log and request ids.
-pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
+/// Adds the JSON 404/405 answers, the body limit and panic recovery.
+pub fn harden(routes: Router) -> Router {
     routes
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// [`harden`], then metrics, traces, the request log and request ids.
+pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
+    harden(routes)
         .layer(middleware::from_fn_with_state(telemetry, vigie_telemetry::http::track))
         .layer(middleware::from_fn(request_id::propagate))
 }

@@ -104,6 +104,12 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         &mut registry,
         vec![("version".into(), VERSION.into()), ("role".into(), "router".into())],
     );
+    let traces = vigie_telemetry::traces::Traces::from_env(
+        "vigie-router",
+        vec![opentelemetry::KeyValue::new("service.version", VERSION)],
+        &mut registry,
+    )
+    .map_err(anyhow::Error::msg)?;
 
     let state_file = StateFile::new(config.state_file.clone());
     let (active, since, switches) = initial_state(&state_file);
@@ -161,6 +167,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         routing: Arc::clone(&routing),
         metrics: metrics.clone(),
         request_timeout: config.request_timeout,
+        traces: traces.clone(),
     });
     let admin_app = admin::app(
         admin::Admin {
@@ -211,6 +218,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         }
     }
     tracing::info!("stopped");
+    traces.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 

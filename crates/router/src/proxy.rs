@@ -13,6 +13,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::KeyValue;
+use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
 use crate::error::UpstreamError;
@@ -30,6 +33,8 @@ pub struct Proxy {
     pub metrics: RouterMetrics,
     /// Longest wait for an upstream's response head.
     pub request_timeout: Duration,
+    /// OpenTelemetry export; off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub traces: Traces,
 }
 
 impl Proxy {
@@ -58,6 +63,23 @@ pub async fn handle(
     let flight = proxy.begin();
     let upstream = Arc::clone(flight.upstream());
     let color_header = HeaderValue::from_static(upstream.color.as_str());
+    // The proxy span continues an incoming W3C traceparent; the upstream
+    // request carries this span as its parent. With tracing off, an incoming
+    // traceparent passes through untouched.
+    let trace = proxy.traces.tracer().map(|tracer| {
+        let parent = traces::extract(request.headers());
+        let span = tracer
+            .span_builder(format!("{} proxy", request.method()))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+                KeyValue::new("vigie.upstream.color", upstream.color.as_str()),
+                KeyValue::new("vigie.upstream.url", upstream.url.to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        parent.with_span(span)
+    });
     let mut exchange = Exchange {
         start: Instant::now(),
         method: request.method().clone(),
@@ -67,9 +89,19 @@ pub async fn handle(
         status: STATUS_CLIENT_CLOSED,
         error: None,
         proxy: Arc::clone(&proxy),
+        trace: trace.clone(),
         _flight: flight,
     };
-    let response = match forward(&upstream, request, peer, id_header.clone(), proxy.request_timeout).await {
+    let response = match forward(
+        &upstream,
+        request,
+        peer,
+        id_header.clone(),
+        proxy.request_timeout,
+        trace.as_ref(),
+    )
+    .await
+    {
         Ok(response) => {
             exchange.status = response.status().as_u16();
             let (mut parts, body) = response.into_parts();
@@ -109,6 +141,7 @@ async fn forward(
     peer: SocketAddr,
     request_id: Option<HeaderValue>,
     timeout: Duration,
+    trace: Option<&opentelemetry::Context>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -122,6 +155,9 @@ async fn forward(
     add_forwarded(&mut parts.headers, peer.ip());
     if let Some(id) = request_id {
         parts.headers.insert(X_REQUEST_ID, id);
+    }
+    if let Some(cx) = trace {
+        traces::inject(cx, &mut parts.headers);
     }
     // An idempotent request without a body can be sent again when its
     // connection broke under it (e.g. the backend closed a pooled connection
@@ -274,6 +310,8 @@ struct Exchange {
     error: Option<String>,
     /// One reference count, rather than a clone of every metric handle.
     proxy: Arc<Proxy>,
+    /// The proxy span, ended with the exchange.
+    trace: Option<opentelemetry::Context>,
     _flight: InFlight,
 }
 
@@ -282,6 +320,19 @@ impl Drop for Exchange {
         let elapsed = self.start.elapsed().as_secs_f64();
         self.proxy.metrics.observe_request(self.color, self.status, elapsed);
         let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;
+        let ids = self.trace.as_ref().and_then(|cx| {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(self.status)));
+            if let Some(error) = &self.error {
+                span.set_status(Status::error(error.clone()));
+            } else if self.status >= 500 {
+                span.set_status(Status::error(format!("HTTP {}", self.status)));
+            }
+            span.end();
+            traces::ids(cx)
+        });
+        let trace_id = ids.as_ref().map(|i| i.trace_id.as_str());
+        let span_id = ids.as_ref().map(|i| i.span_id.as_str());
         // Plain &str fields take the logger's fast path (no fmt machinery);
         // an Option field is left out of the line when None.
         let error = self.error.as_deref();
@@ -291,6 +342,7 @@ impl Drop for Exchange {
                     target: "http", $level,
                     method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
                     request_id = self.request_id.as_str(), upstream_color = self.color.as_str(), error,
+                    trace_id, span_id,
                     "request"
                 )
             };

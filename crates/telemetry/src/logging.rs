@@ -2,10 +2,11 @@
 //! `level`, `msg`, `target`, the process' static fields (service, color,
 //! version) and the event's own fields.
 //!
-//! Lines go through a bounded in-memory queue drained by a writer thread, so
-//! a slow stdout never blocks a request. When the queue is full a line is
-//! dropped and counted (`vigie_log_lines_dropped_total`) rather than stalling
-//! the service; the returned [`LogGuard`] flushes the queue when dropped.
+//! Lines go to a bounded in-memory buffer that a writer thread moves to
+//! stdout every few milliseconds ([`crate::log_writer`]), so a slow stdout
+//! never blocks a request. When the buffer is full a line is dropped and
+//! counted (`vigie_log_lines_dropped_total`) rather than stalling the
+//! service; the returned [`LogGuard`] writes what is left when dropped.
 
 use std::io::Write;
 
@@ -15,36 +16,35 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Lines held in memory while stdout is slow, before new lines are dropped.
-pub const QUEUE_LINES: usize = 65_536;
+use crate::log_writer::{BufferedLines, WriterGuard};
 
 /// Keeps the log writer thread alive; dropping it flushes every queued line.
 #[must_use = "dropping the guard stops the log writer"]
 #[derive(Debug)]
 pub struct LogGuard {
-    _worker: WorkerGuard,
-    dropped: ErrorCounter,
+    lines: BufferedLines,
+    // Dropped last: flushes after every other field is gone.
+    _writer: WriterGuard,
 }
 
 impl LogGuard {
     /// Exposes the number of dropped lines as `vigie_log_lines_dropped_total`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(DroppedLines(self.dropped.clone())));
+        registry.register_collector(Box::new(DroppedLines(self.lines.clone())));
     }
 }
 
 #[derive(Debug)]
-struct DroppedLines(ErrorCounter);
+struct DroppedLines(BufferedLines);
 
 impl Collector for DroppedLines {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(self.0.dropped_lines() as u64);
+        let counter = ConstCounter::new(self.0.dropped());
         counter.encode(encoder.encode_descriptor(
             "vigie_log_lines_dropped",
             "Log lines dropped because stdout could not keep up",
@@ -69,23 +69,14 @@ pub fn init<W: Write + Send + 'static>(
     writer: W,
 ) -> Result<LogGuard, String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
-    let (non_blocking, worker) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUE_LINES)
-        .thread_name("vigie-log-writer")
-        // Batches lines into few write calls; the worker flushes whenever
-        // its queue is empty, so nothing lingers in the buffer.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, writer));
-    let dropped = non_blocking.error_counter();
+    let (lines, writer) =
+        BufferedLines::start(writer).map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let static_fields: Vec<(&str, &str)> = static_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     tracing_subscriber::registry()
-        .with(JsonLayer::new(non_blocking, &static_fields).with_filter(filter))
+        .with(JsonLayer::new(lines.clone(), &static_fields).with_filter(filter))
         .try_init()
         .map_err(|e| format!("a logger is already installed: {e}"))?;
-    Ok(LogGuard {
-        _worker: worker,
-        dropped,
-    })
+    Ok(LogGuard { lines, _writer: writer })
 }
 
 /// Formats each event as one JSON line.

@@ -187,3 +187,172 @@ async fn an_unreachable_or_black_holed_trace_backend_costs_requests_nothing() {
     }
     drop(hole);
 }
+
+#[tokio::test]
+async fn one_request_through_the_router_is_one_trace_across_spans_logs_and_exemplars() {
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint.clone();
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    let dir = TempDir::new("trace-router");
+    let blue = backend_with_env(&dir, &otel, &[]);
+    let green = crate::helpers::dead_url();
+    let state = dir.join("state.json");
+    let targets = dir.join("targets.json");
+    let router = Proc::start(
+        &[
+            "router",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--blue",
+            &blue.url(""),
+            "--green",
+            &green,
+            "--state-file",
+            state.to_str().expect("utf-8"),
+            "--targets-file",
+            targets.to_str().expect("utf-8"),
+        ],
+        &otel,
+        &["public", "admin"],
+    );
+    let response = client()
+        .post(router.url("/api/tasks"))
+        .header("x-request-id", "trace-me-1")
+        .json(&json!({"title": "through the router"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let spans = eventually(Duration::from_secs(10), "router, backend and db spans", || {
+        let spans = receiver.spans();
+        let done = ["POST proxy", "POST /api/tasks", "insert tasks"]
+            .iter()
+            .all(|n| spans.iter().any(|s| &s.name == n));
+        async move { done.then_some(spans) }
+    })
+    .await;
+    let proxy = spans.iter().find(|s| s.name == "POST proxy").expect("router span");
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /api/tasks")
+        .expect("backend span");
+    let db = spans.iter().find(|s| s.name == "insert tasks").expect("db span");
+    assert_eq!(proxy.service, "vigie-router");
+    assert_eq!(proxy.parent_span_id, "", "the router starts the trace");
+    assert_eq!(
+        proxy.attributes.get("vigie.upstream.color").map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(
+        proxy.attributes.get("http.response.status_code").map(String::as_str),
+        Some("201")
+    );
+    assert_eq!(server.trace_id, proxy.trace_id);
+    assert_eq!(
+        server.parent_span_id, proxy.span_id,
+        "the backend span is a child of the router span"
+    );
+    assert_eq!(db.trace_id, proxy.trace_id);
+    assert_eq!(
+        db.parent_span_id, server.span_id,
+        "the query span is a child of the backend span"
+    );
+
+    let trace_id = proxy.trace_id.as_str();
+    let router_line = eventually(Duration::from_secs(5), "router request line", || {
+        let line = router
+            .logs()
+            .into_iter()
+            .find(|l| l["msg"] == "request" && l["request_id"] == "trace-me-1");
+        async move { line }
+    })
+    .await;
+    assert_eq!(router_line["trace_id"], trace_id);
+    assert_eq!(router_line["span_id"], proxy.span_id.as_str());
+    let backend_line = eventually(Duration::from_secs(5), "backend request line", || {
+        let line = blue
+            .logs()
+            .into_iter()
+            .find(|l| l["msg"] == "request" && l["request_id"] == "trace-me-1");
+        async move { line }
+    })
+    .await;
+    assert_eq!(backend_line["trace_id"], trace_id);
+    assert_eq!(backend_line["span_id"], server.span_id.as_str());
+
+    let metrics = client()
+        .get(blue.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains(&format!("# {{trace_id=\"{trace_id}\"}}")),
+        "no exemplar for {trace_id}:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_router_continues_an_incoming_traceparent() {
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint.clone();
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    let dir = TempDir::new("trace-router-parent");
+    let blue = backend_with_env(&dir, &[], &[]);
+    let state = dir.join("state.json");
+    let targets = dir.join("targets.json");
+    let router = Proc::start(
+        &[
+            "router",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--blue",
+            &blue.url(""),
+            "--green",
+            &crate::helpers::dead_url(),
+            "--state-file",
+            state.to_str().expect("utf-8"),
+            "--targets-file",
+            targets.to_str().expect("utf-8"),
+        ],
+        &otel,
+        &["public", "admin"],
+    );
+    for traceparent in [
+        format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"),
+        "not-a-traceparent".to_owned(),
+    ] {
+        let response = client()
+            .get(router.url("/api/info"))
+            .header("traceparent", traceparent)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let spans = eventually(Duration::from_secs(10), "two router spans", || {
+        let spans: Vec<_> = receiver.spans().into_iter().filter(|s| s.name == "GET proxy").collect();
+        async move { (spans.len() >= 2).then_some(spans) }
+    })
+    .await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == PARENT_TRACE && s.parent_span_id == PARENT_SPAN),
+        "{spans:?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id != PARENT_TRACE && s.parent_span_id.is_empty()),
+        "{spans:?}"
+    );
+}
