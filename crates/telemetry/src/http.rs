@@ -12,7 +12,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -133,15 +133,19 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
     let tracer = telemetry.traces.tracer().filter(|_| !is_probe(&route));
     let cx = tracer.map(|tracer| {
         let parent = traces::extract(request.headers());
-        let span = tracer
-            .span_builder(format!("{method} {route}"))
+        let mut span = tracer
+            .span_builder(traces::SPAN_NAME_PENDING)
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(tracer, &parent);
+        // Names and attributes cost allocations: only for sampled spans.
+        if span.is_recording() {
+            span.update_name(format!("{method} {route}"));
+            span.set_attributes([
                 KeyValue::new("http.request.method", method.clone()),
                 KeyValue::new("http.route", route.clone()),
                 KeyValue::new("url.path", path.clone()),
-            ])
-            .start_with_context(tracer, &parent);
+            ]);
+        }
         parent.with_span(span)
     });
     let response = match &cx {

@@ -40,6 +40,10 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Drops and export failures are logged at most this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(30);
 
+/// The name a span starts with before the sampler has decided; a sampled
+/// span is renamed at once, an unsampled one is never seen.
+pub const SPAN_NAME_PENDING: &str = "request";
+
 /// The process' tracing: a tracer when export is on, nothing otherwise.
 #[derive(Clone, Debug)]
 pub struct Traces {
