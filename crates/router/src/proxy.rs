@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
 use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
@@ -68,16 +68,20 @@ pub async fn handle(
     // traceparent passes through untouched.
     let trace = proxy.traces.tracer().map(|tracer| {
         let parent = traces::extract(request.headers());
-        let span = tracer
-            .span_builder(format!("{} proxy", request.method()))
+        let mut span = tracer
+            .span_builder(traces::SPAN_NAME_PENDING)
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(tracer, &parent);
+        // Names and attributes cost allocations: only for sampled spans.
+        if span.is_recording() {
+            span.update_name(format!("{} proxy", request.method()));
+            span.set_attributes([
                 KeyValue::new("http.request.method", request.method().as_str().to_owned()),
                 KeyValue::new("url.path", request.uri().path().to_owned()),
                 KeyValue::new("vigie.upstream.color", upstream.color.as_str()),
                 KeyValue::new("vigie.upstream.url", upstream.url.to_string()),
-            ])
-            .start_with_context(tracer, &parent);
+            ]);
+        }
         parent.with_span(span)
     });
     let mut exchange = Exchange {
