@@ -1,4 +1,5 @@
-//! The admin listener: `GET /status`, `POST /switch` (behind the bearer
+//! The admin listener: `GET /status`, `POST /switch` (optionally guarded,
+//! see [`crate::guard`]; behind the bearer
 //! token when one is set), `GET /metrics` and `GET /health/live` (open, so
 //! Prometheus and container health checks need no secret; neither reveals
 //! or changes anything sensitive).
@@ -15,10 +16,12 @@ use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use vigie_telemetry::config::parse_duration;
 use vigie_telemetry::{exposition, Color, Registry};
 
 use crate::config::AdminToken;
 use crate::error::{json_error, AdminError};
+use crate::guard::{Guard, Precheck};
 use crate::state_file::rfc3339;
 use crate::switch::Switcher;
 
@@ -30,6 +33,7 @@ const MAX_REASON_CHARS: usize = 200;
 #[derive(Clone)]
 pub struct Admin {
     pub switcher: Arc<Switcher>,
+    pub guard: Arc<Guard>,
     pub token: Option<AdminToken>,
 }
 
@@ -83,6 +87,7 @@ async fn status(State(admin): State<Admin>) -> Json<Value> {
         "since": rfc3339(routing.since()),
         "switches": routing.switches(),
         "upstreams": { "blue": upstream(Color::Blue), "green": upstream(Color::Green) },
+        "guard": admin.guard.status(),
     }))
 }
 
@@ -92,22 +97,88 @@ struct SwitchRequest {
     to: String,
     #[serde(default)]
     reason: Option<String>,
+    /// Guard window, e.g. `"2m"`: check the new color in Prometheus for
+    /// this long after the switch and switch back on a breach.
+    #[serde(default)]
+    guard: Option<String>,
+    /// Switch even when the standby pre-check says the color is failing.
+    #[serde(default)]
+    force: bool,
+}
+
+fn parse_guard(text: &str) -> Result<std::time::Duration, AdminError> {
+    let window = parse_duration(text).map_err(|e| AdminError::BadRequest(format!("guard: {e}")))?;
+    let max = Guard::max_window();
+    if window < std::time::Duration::from_secs(1) || window > max {
+        return Err(AdminError::BadRequest(format!(
+            "guard: {text:?} is outside 1s..{}s",
+            max.as_secs()
+        )));
+    }
+    Ok(window)
+}
+
+/// The refusal of a switch by the standby pre-check.
+fn refused_by_precheck(to: Color, active: Color, precheck: &Precheck) -> Response {
+    let check = &precheck.check;
+    let (status, kind, message) = if check.result == crate::guard::check::CheckResult::PrometheusError {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "prometheus_error",
+            format!(
+                "cannot check {to} in Prometheus before the switch: {}; nothing changed (retry, or force the switch)",
+                check.message
+            ),
+        )
+    } else {
+        (
+            StatusCode::CONFLICT,
+            "standby_failing",
+            format!(
+                "{to} is failing as the standby: {}; nothing changed (force the switch to override)",
+                check.message
+            ),
+        )
+    };
+    let extra = json!({ "result": "refused", "from": active, "to": to, "active": active, "precheck": check });
+    json_error(status, kind, &message, Some(extra))
 }
 
 async fn switch(State(admin): State<Admin>, body: Bytes) -> Result<Response, AdminError> {
-    let request: SwitchRequest = serde_json::from_slice(&body)
-        .map_err(|e| AdminError::BadRequest(format!("expected {{\"to\": \"blue\"|\"green\"}}: {e}")))?;
+    let request: SwitchRequest = serde_json::from_slice(&body).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "expected {{\"to\": \"blue\"|\"green\", \"guard\"?: \"2m\", \"force\"?: false}}: {e}"
+        ))
+    })?;
     let to: Color = request.to.parse().map_err(AdminError::UnknownColor)?;
+    let guard_window = request.guard.as_deref().map(parse_guard).transpose()?;
     let reason = match request.reason {
         Some(r) if !r.trim().is_empty() => r.trim().chars().take(MAX_REASON_CHARS).collect(),
         _ => "requested through the admin API".to_owned(),
     };
+    let active = admin.switcher.routing.active();
+    // A guarded switch first checks the standby it goes to.
+    let precheck = match guard_window {
+        Some(_) if to != active => Some(admin.guard.precheck(to, request.force).await),
+        _ => None,
+    };
+    if let Some(precheck) = precheck.as_ref().filter(|p| p.refused) {
+        return Ok(refused_by_precheck(to, active, precheck));
+    }
     let outcome = admin
-        .switcher
-        .switch_detached(to, reason)
+        .guard
+        .switch_detached(to, reason, guard_window)
         .await
         .map_err(AdminError::Internal)?;
-    let body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;
+    if let Value::Object(fields) = &mut body {
+        if let Some(precheck) = &precheck {
+            let mut value = json!(precheck.check);
+            value["forced"] = json!(precheck.forced);
+            fields.insert("precheck".into(), value);
+        }
+        fields.insert("guard".into(), json!(admin.guard.status()));
+    }
     Ok(if outcome.result == "refused" {
         json_error(StatusCode::CONFLICT, "not_ready", &outcome.reason, Some(body))
     } else {

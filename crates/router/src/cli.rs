@@ -2,9 +2,11 @@
 //! people (a short summary) and scripts (`--json`, exit status).
 //!
 //! Exit status: 0 when the switch happened or was not needed (already
-//! active), 1 when it was refused (the reason is printed), when the admin
+//! active), 1 when it was refused (the reason is printed: not ready, or a
+//! guarded switch to a standby that is failing in Prometheus), when the admin
 //! API could not be reached or answered an error, or when the switch
-//! happened but its state could not be saved.
+//! happened but its state could not be saved. A guarded switch returns once
+//! the switch is done; the guard's verdict comes later (`vigie status`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,8 +48,21 @@ pub struct SwitchArgs {
     /// Why, for the router's switch log line.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Watch the new color in Prometheus for this long (e.g. 2m) and switch
+    /// back on its own if its error ratio or p95 latency is over the
+    /// router's thresholds; the standby is checked before the switch too.
+    #[arg(long, value_parser = parse_guard)]
+    pub guard: Option<String>,
+    /// Switch even if the standby pre-check of a guarded switch says the color is failing.
+    #[arg(long, requires = "guard")]
+    pub force: bool,
     #[command(flatten)]
     pub common: AdminArgs,
+}
+
+/// Checks the duration syntax here (exit 2 on a typo); the router parses it again.
+fn parse_guard(text: &str) -> Result<String, String> {
+    parse_duration(text).map(|_| text.trim().to_owned())
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,9 +152,14 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     if let Some(reason) = &args.reason {
         request["reason"] = json!(reason);
     }
+    if let Some(guard) = &args.guard {
+        request["guard"] = json!(guard);
+        request["force"] = json!(args.force);
+    }
     let answer = call(&args.common, Method::POST, "/switch", Some(request)).await?;
     let body = &answer.body;
-    if answer.status != StatusCode::OK && answer.status != StatusCode::CONFLICT {
+    let refused = text(body, "result") == "refused";
+    if answer.status != StatusCode::OK && answer.status != StatusCode::CONFLICT && !refused {
         return Ok(fail(&answer, args.common.json));
     }
     if args.common.json {
@@ -177,6 +197,7 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
                     },
                     number(body, "drain_ms"),
                 );
+                print_guard_started(body);
             }
             for error in &errors {
                 eprintln!("warning: {error}");
@@ -191,6 +212,82 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("switch refused: {}", text(body, "message"));
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// After a guarded switch: what the guard watches and until when.
+fn print_guard_started(body: &Value) {
+    if let Some(check) = body.get("precheck") {
+        let forced = if check.get("forced") == Some(&Value::Bool(true)) {
+            " (forced)"
+        } else {
+            ""
+        };
+        println!(
+            "pre-check of {} as standby: {}{forced}: {}",
+            text(body, "to"),
+            text(check, "result"),
+            text(check, "message")
+        );
+    }
+    let guard = &body["guard"];
+    if guard.get("running") == Some(&Value::Bool(true)) && guard["color"] == body["to"] {
+        println!(
+            "guard: watching {} until {} ({} s); `vigie status` shows its checks and verdict",
+            text(guard, "color"),
+            text(guard, "ends_at"),
+            number(guard, "window_seconds")
+        );
+    }
+}
+
+fn ratio(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn seconds(value: &Value) -> String {
+    value.as_f64().map_or_else(|| "-".to_owned(), |s| format!("{s:.3}s"))
+}
+
+/// The guard lines of `vigie status`.
+fn print_guard(guard: &Value) {
+    if guard.get("color").is_none_or(Value::is_null) {
+        println!("guard: none since the router started");
+        return;
+    }
+    if guard.get("running") == Some(&Value::Bool(true)) {
+        println!(
+            "guard: watching {} (from {}), {} s left, until {}",
+            text(guard, "color"),
+            text(guard, "from"),
+            number(guard, "time_left_seconds"),
+            text(guard, "ends_at")
+        );
+    }
+    match guard.get("last").filter(|l| !l.is_null()) {
+        Some(last) => println!(
+            "guard: last check at {}: {} (error ratio {}, p95 {}, {} requests): {}",
+            text(last, "at"),
+            text(last, "result"),
+            ratio(&last["error_ratio"]),
+            seconds(&last["p95_seconds"]),
+            last.get("requests")
+                .and_then(Value::as_u64)
+                .map_or("-".to_owned(), |n| n.to_string()),
+            text(last, "message")
+        ),
+        None => println!("guard: no check yet"),
+    }
+    if let Some(verdict) = guard.get("verdict").filter(|v| !v.is_null()) {
+        println!(
+            "guard: verdict on {} at {}: {}: {}",
+            text(verdict, "color"),
+            text(verdict, "at"),
+            text(verdict, "result"),
+            text(verdict, "reason")
+        );
     }
 }
 
@@ -226,5 +323,6 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             health
         );
     }
+    print_guard(&body["guard"]);
     Ok(ExitCode::SUCCESS)
 }

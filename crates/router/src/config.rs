@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigie_telemetry::config::parse_duration;
+use vigie_telemetry::config::{parse_duration, parse_ratio};
 use vigie_telemetry::logging;
 
+use crate::guard::OnPrometheusError;
+use crate::prometheus_api::PrometheusUrl;
 use crate::upstream::UpstreamUrl;
 
 /// Default values of the flags. Durations are strings in the flag syntax so
@@ -41,6 +43,36 @@ pub mod defaults {
     /// usual server-side keep-alive timeouts (60 s and more), so the router
     /// rarely picks a connection the backend is closing.
     pub const POOL_IDLE_TIMEOUT_SECS: u64 = 10;
+
+    // ---- the switch guard (docs/router.md, "Guarded switch") ----
+    /// The compose service name of Prometheus.
+    pub const PROMETHEUS_URL: &str = "http://prometheus:9090";
+    /// Pause between two checks of a guarded switch: two scrapes of the
+    /// backend job (5 s), so each check sees new samples.
+    pub const GUARD_INTERVAL: &str = "10s";
+    /// The threshold of the `VigieActiveErrorRatioHigh` alert.
+    pub const GUARD_MAX_ERROR_RATIO: &str = "0.05";
+    /// The threshold of the `VigieActiveLatencyHigh` alert, a histogram
+    /// bucket boundary (so the p95 estimate is exact there).
+    pub const GUARD_MAX_P95: &str = "500ms";
+    /// API requests a check needs in its rate window to judge the color:
+    /// 20 is 4 s of the traffic generator's 5 requests per second.
+    pub const GUARD_MIN_REQUESTS: u64 = 20;
+    /// One Prometheus query (connect, answer, body) may take this long.
+    pub const GUARD_QUERY_TIMEOUT: &str = "5s";
+    pub const GUARD_ON_PROMETHEUS_ERROR: &str = "rollback";
+    /// The scrape job whose series the guard reads (stack/prometheus/prometheus.yml).
+    pub const GUARD_BACKEND_JOB: &str = "backend";
+    /// Shortest rate window: three scrapes of the backend job (every 5 s),
+    /// so `increase()` always has two samples even across a target's
+    /// relabelling at the switch.
+    pub const GUARD_RATE_WINDOW_MIN_SECS: u64 = 15;
+    /// Longest rate window, also the pre-check's window.
+    pub const GUARD_RATE_WINDOW_MAX_SECS: u64 = 60;
+    /// Longest guard window a switch may ask for.
+    pub const GUARD_MAX_WINDOW_SECS: u64 = 24 * 3600;
+    /// Shortest pause between two checks.
+    pub const GUARD_MIN_INTERVAL_MS: u64 = 100;
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -98,10 +130,49 @@ pub struct Config {
     /// Log filter in RUST_LOG syntax, e.g. `info` or `debug,hyper=info`.
     #[arg(long, env = "VIGIE_LOG_LEVEL", default_value = "info", value_parser = logging::parse_filter)]
     pub log_level: String,
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// Bearer token required by /status and /switch (unset: no auth).
     /// Read from `VIGIE_ADMIN_TOKEN` only: a flag would show in `ps`.
     #[arg(skip = AdminToken::from_env())]
     pub admin_token: Option<AdminToken>,
+}
+
+/// Flags of the switch guard (`POST /switch {"guard": "2m"}`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Prometheus queried by guarded switches (http://host:port[/prefix]).
+    #[arg(long, env = "VIGIE_PROMETHEUS_URL", default_value = defaults::PROMETHEUS_URL, value_parser = PrometheusUrl::parse)]
+    pub prometheus_url: PrometheusUrl,
+    /// Pause between two checks of the new color during a guard window.
+    #[arg(long, env = "VIGIE_GUARD_INTERVAL", default_value = defaults::GUARD_INTERVAL, value_parser = parse_interval)]
+    pub guard_interval: Duration,
+    /// Highest share of 5xx API answers the new color may have (0..1).
+    #[arg(long, env = "VIGIE_GUARD_MAX_ERROR_RATIO", default_value = defaults::GUARD_MAX_ERROR_RATIO, value_parser = parse_ratio)]
+    pub guard_max_error_ratio: f64,
+    /// Highest p95 API latency the new color may have.
+    #[arg(long, env = "VIGIE_GUARD_MAX_P95", default_value = defaults::GUARD_MAX_P95, value_parser = parse_duration)]
+    pub guard_max_p95: Duration,
+    /// API requests a check needs in its window; fewer is "insufficient data".
+    #[arg(long, env = "VIGIE_GUARD_MIN_REQUESTS", default_value_t = defaults::GUARD_MIN_REQUESTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub guard_min_requests: u64,
+    /// Longest wait for one Prometheus query.
+    #[arg(long, env = "VIGIE_GUARD_QUERY_TIMEOUT", default_value = defaults::GUARD_QUERY_TIMEOUT, value_parser = parse_interval)]
+    pub guard_query_timeout: Duration,
+    /// What the guard does when Prometheus cannot be queried: roll back, or keep the new color.
+    #[arg(long, env = "VIGIE_GUARD_ON_PROMETHEUS_ERROR", value_enum, default_value = defaults::GUARD_ON_PROMETHEUS_ERROR)]
+    pub guard_on_prometheus_error: OnPrometheusError,
+}
+
+/// A duration of at least [`defaults::GUARD_MIN_INTERVAL_MS`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    let min = Duration::from_millis(defaults::GUARD_MIN_INTERVAL_MS);
+    if value < min {
+        return Err(format!("{text:?} is too short (at least {} ms)", min.as_millis()));
+    }
+    Ok(value)
 }
 
 /// The admin bearer token; its `Debug` form never shows the secret.

@@ -7,9 +7,10 @@
 //!
 //! One concern per module: [`server`] and [`proxy`] (the public listener), [`upstream`]
 //! (a color's pool and in-flight count), [`routing`] (the active color),
-//! [`switch`] (health-checked switch and drain), [`health`], [`admin`],
-//! [`state_file`], [`targets`], [`metrics`], [`config`] (flags and every
-//! default timeout).
+//! [`switch`] (health-checked switch and drain), [`guard`] (the guarded
+//! switch's checks in Prometheus and automatic rollback, through
+//! [`prometheus_api`]), [`health`], [`admin`], [`state_file`], [`targets`],
+//! [`metrics`], [`config`] (flags and every default timeout).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -17,9 +18,11 @@ pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod metrics;
+pub mod prometheus_api;
 pub mod proxy;
 pub mod routing;
 pub mod server;
@@ -163,6 +166,8 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         );
     }
 
+    let guard = guard::Guard::new(&config.guard, Arc::clone(&switcher), metrics.clone());
+
     let proxy = Arc::new(Proxy {
         routing: Arc::clone(&routing),
         metrics: metrics.clone(),
@@ -171,6 +176,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     });
     let admin_app = admin::app(
         admin::Admin {
+            guard: Arc::clone(&guard),
             switcher,
             token: config.admin_token.clone(),
         },
@@ -204,6 +210,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         result = &mut admin_server => result.context("admin server failed")?,
         result = &mut public_server => result.context("public server failed")?,
         () = shutdown::signal() => {
+            guard.cancel("router shutting down");
             let _ = stop_tx.send(true);
             tracing::info!(timeout_ms = config.drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
             let drained = async {

@@ -16,6 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 use vigie_telemetry::http::latency_histogram;
 use vigie_telemetry::Color;
 
+use crate::guard::check::{CheckResult, RollbackReason};
+
 /// Status classes of proxied responses, by hundreds.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -75,6 +77,16 @@ struct FileLabel {
     file: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Handles of one color's series.
 #[derive(Clone, Debug)]
 struct ColorSeries {
@@ -93,6 +105,10 @@ pub struct RouterMetrics {
     switches: Family<SwitchLabels, Counter>,
     last_switch: Gauge<f64, AtomicU64>,
     file_errors: Family<FileLabel, Counter>,
+    guard_checks: Family<ResultLabel, Counter>,
+    guard_prechecks: Family<ResultLabel, Counter>,
+    guard_rollbacks: Family<ReasonLabel, Counter>,
+    guard_running: Gauge,
 }
 
 impl RouterMetrics {
@@ -128,6 +144,10 @@ impl RouterMetrics {
             switches: Family::default(),
             last_switch: Gauge::default(),
             file_errors: Family::default(),
+            guard_checks: Family::default(),
+            guard_prechecks: Family::default(),
+            guard_rollbacks: Family::default(),
+            guard_running: Gauge::default(),
         };
         registry.register(
             "vigie_router_requests",
@@ -190,7 +210,44 @@ impl RouterMetrics {
             "Failed writes of the state or targets file",
             metrics.file_errors.clone(),
         );
+        metrics.register_guard(registry);
         metrics
+    }
+
+    /// The switch guard's series, every label value created at 0.
+    fn register_guard(&self, registry: &mut Registry) {
+        for result in CheckResult::ALL {
+            let label = ResultLabel {
+                result: result.as_str(),
+            };
+            let _ = self.guard_checks.get_or_create(&label);
+            let _ = self.guard_prechecks.get_or_create(&label);
+        }
+        for reason in RollbackReason::ALL {
+            let _ = self.guard_rollbacks.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        registry.register(
+            "vigie_router_guard_checks",
+            "Checks of the new color during a guarded switch's window, by result",
+            self.guard_checks.clone(),
+        );
+        registry.register(
+            "vigie_router_guard_prechecks",
+            "Checks of the standby color before a guarded switch, by result",
+            self.guard_prechecks.clone(),
+        );
+        registry.register(
+            "vigie_router_guard_rollbacks",
+            "Switches back made by the guard, by reason",
+            self.guard_rollbacks.clone(),
+        );
+        registry.register(
+            "vigie_router_guard_running",
+            "1 while a guard watches the color switched to, else 0",
+            self.guard_running.clone(),
+        );
     }
 
     fn color(&self, color: Color) -> &ColorSeries {
@@ -241,5 +298,33 @@ impl RouterMetrics {
 
     pub fn file_write_error(&self, file: &'static str) {
         self.file_errors.get_or_create(&FileLabel { file }).inc();
+    }
+
+    pub fn guard_check(&self, result: CheckResult) {
+        self.guard_checks
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn guard_precheck(&self, result: CheckResult) {
+        self.guard_prechecks
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn guard_rollback(&self, reason: RollbackReason) {
+        self.guard_rollbacks
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn set_guard_running(&self, running: bool) {
+        self.guard_running.set(i64::from(running));
     }
 }

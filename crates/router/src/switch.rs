@@ -2,7 +2,9 @@
 //! deadline → flip the active color → persist the state and the targets
 //! file → drain the old color with a deadline. Switches are serialized by
 //! one lock, and run in their own task so that an admin client that hangs
-//! up cannot leave one half done.
+//! up cannot leave one half done (the admin API's through
+//! [`crate::guard::Guard::switch_detached`], a guard's rollback through
+//! [`Switcher::rollback_detached`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +42,9 @@ pub struct SwitchOutcome {
     /// Failures that did not stop the switch (e.g. a state file not saved).
     pub errors: Vec<String>,
     pub total_ms: u64,
+    /// The router's switch count once this switch is over (see [`Switcher::rollback`]).
+    #[serde(skip)]
+    pub switch_number: u64,
 }
 
 pub struct Switcher {
@@ -95,16 +100,38 @@ impl Switcher {
         })
     }
 
-    /// Switches to `to` in a task of its own and waits for the outcome.
-    pub async fn switch_detached(self: &Arc<Self>, to: Color, reason: String) -> Result<SwitchOutcome, String> {
+    pub async fn switch(&self, to: Color, reason: &str) -> SwitchOutcome {
+        let _serialized = self.lock.lock().await;
+        self.switch_locked(to, reason).await
+    }
+
+    /// Switches to `to` only if no switch happened since the switch count
+    /// was `switch_number` (checked under the switch lock), so that a guard's
+    /// rollback never undoes a later switch. `None` when one did.
+    pub async fn rollback(&self, to: Color, reason: &str, switch_number: u64) -> Option<SwitchOutcome> {
+        let _serialized = self.lock.lock().await;
+        if self.routing.switches() != switch_number {
+            return None;
+        }
+        Some(self.switch_locked(to, reason).await)
+    }
+
+    /// [`Switcher::rollback`] in a task of its own, so that cancelling the
+    /// caller cannot leave the switch half done.
+    pub async fn rollback_detached(
+        self: &Arc<Self>,
+        to: Color,
+        reason: &'static str,
+        switch_number: u64,
+    ) -> Result<Option<SwitchOutcome>, String> {
         let switcher = Arc::clone(self);
-        tokio::spawn(async move { switcher.switch(to, &reason).await })
+        tokio::spawn(async move { switcher.rollback(to, reason, switch_number).await })
             .await
             .map_err(|e| e.to_string())
     }
 
-    pub async fn switch(&self, to: Color, reason: &str) -> SwitchOutcome {
-        let _serialized = self.lock.lock().await;
+    /// A switch; the caller holds the switch lock.
+    async fn switch_locked(&self, to: Color, reason: &str) -> SwitchOutcome {
         let started = Instant::now();
         let from = self.routing.active();
         let mut outcome = SwitchOutcome {
@@ -122,6 +149,7 @@ impl Switcher {
             targets_written: true,
             errors: Vec::new(),
             total_ms: 0,
+            switch_number: self.routing.switches(),
         };
         if from == to {
             outcome.reason = format!("{to} is already active");
@@ -197,6 +225,7 @@ impl Switcher {
 
     fn finish(&self, mut outcome: SwitchOutcome, started: Instant) -> SwitchOutcome {
         outcome.total_ms = millis(started.elapsed());
+        outcome.switch_number = self.routing.switches();
         self.metrics.switch(outcome.from, outcome.to, outcome.result);
         // Left out of the line when there are none.
         let errors = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));

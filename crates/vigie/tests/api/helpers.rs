@@ -158,6 +158,24 @@ impl Proc {
             .collect()
     }
 
+    /// The log lines once `ready` holds for them, waiting up to 5 s: lines
+    /// reach stdout in batches a few milliseconds after they are logged.
+    pub fn logs_when(&self, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if ready(&logs) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in the log within 5 s:\n{}",
+                self.raw_output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM (through kill(1): no unsafe code needed).
     pub fn terminate(&self) {
         let status = Command::new("kill")

@@ -3,6 +3,7 @@
 
 mod backend;
 mod doctor;
+mod guard;
 mod helpers;
 mod otlp;
 mod prometheus;

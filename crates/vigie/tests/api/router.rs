@@ -138,7 +138,9 @@ async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
         "{metrics}"
     );
 
-    let logs = stack.router.logs();
+    let logs = stack
+        .router
+        .logs_when("switch line", |l| l.iter().any(|l| l["msg"] == "switch"));
     let switch = logs.iter().find(|l| l["msg"] == "switch").expect("a switch log line");
     assert_eq!(
         (
@@ -322,7 +324,7 @@ async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothi
         Some(1.0)
     );
     let line = router
-        .logs()
+        .logs_when("switch line", |l| l.iter().any(|l| l["msg"] == "switch"))
         .into_iter()
         .find(|l| l["msg"] == "switch")
         .expect("switch log line");
@@ -438,7 +440,14 @@ async fn concurrent_switch_requests_are_serialized() {
     assert_eq!(status["switches"], ok);
     // Serialized: in log order, each successful switch starts where the
     // previous one ended, and no two overlap.
-    let lines: Vec<Value> = router.logs().into_iter().filter(|l| l["msg"] == "switch").collect();
+    let want = answers.len();
+    let lines: Vec<Value> = router
+        .logs_when("every switch line", |l| {
+            l.iter().filter(|l| l["msg"] == "switch").count() >= want
+        })
+        .into_iter()
+        .filter(|l| l["msg"] == "switch")
+        .collect();
     assert_eq!(lines.len(), answers.len());
     let mut active = "blue".to_owned();
     for line in &lines {
@@ -499,7 +508,7 @@ async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
     let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
     assert_eq!(served_by(&router).await, "blue");
     let line = router
-        .logs()
+        .logs_when("error line", |l| l.iter().any(|l| l["level"] == "error"))
         .into_iter()
         .find(|l| l["level"] == "error")
         .expect("an error line about the state file");
@@ -546,7 +555,10 @@ async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
         metric_value(&metrics, "vigie_router_file_write_errors_total", r#"file="state""#),
         Some(1.0)
     );
-    let logs = router.logs();
+    let logs = router.logs_when("state file error", |l| {
+        l.iter()
+            .any(|l| l["level"] == "error" && l["msg"] == "state file not saved")
+    });
     assert!(
         logs.iter()
             .any(|l| l["level"] == "error" && l["msg"] == "state file not saved"),
@@ -620,7 +632,7 @@ async fn cli_switch_and_status_print_summaries_or_json_and_exit_0_on_ok_and_noop
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("switched blue -> green"), "{stdout}");
     let line = router
-        .logs()
+        .logs_when("switch line", |l| l.iter().any(|l| l["msg"] == "switch"))
         .into_iter()
         .find(|l| l["msg"] == "switch")
         .expect("switch line");
@@ -696,7 +708,7 @@ async fn an_unreachable_upstream_answers_502_fast_and_the_router_stays_up() {
         Some(2.0)
     );
     let line = router
-        .logs()
+        .logs_when("request line", |l| l.iter().any(|l| l["msg"] == "request"))
         .into_iter()
         .find(|l| l["msg"] == "request")
         .expect("request line");

@@ -1,0 +1,549 @@
+//! The switch guard. A guarded switch (`POST /switch {"guard": "2m"}`)
+//! first checks the standby color it goes to, when Prometheus has data on
+//! it, and refuses a color that is already failing (unless forced); after
+//! the switch, the guard checks the new color in Prometheus every
+//! `--guard-interval` until the window ends and switches back by itself, through
+//! the serialized switch path, on a breach of a threshold or (by default)
+//! when Prometheus cannot be queried.
+//!
+//! One guard runs at a time. A later switch ends it (`cancelled`): the
+//! admin API cancels it when another switch succeeds, the guard notices a
+//! switch it did not make at its next tick, and its rollback happens only
+//! if no switch happened since its own ([`Switcher::rollback`]). Router
+//! shutdown cancels it too. Every decision is a log line (`target: "guard"`),
+//! a metric and part of `GET /status`.
+
+pub mod check;
+mod status;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use vigie_telemetry::Color;
+
+use crate::config::{defaults, GuardArgs};
+use crate::guard::check::{evaluate, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds};
+use crate::metrics::RouterMetrics;
+use crate::prometheus_api::PrometheusApi;
+use crate::state_file::{now_ms, rfc3339};
+use crate::switch::{SwitchOutcome, Switcher};
+
+pub use self::status::{GuardStatus, LastCheck, Settings, Verdict, VerdictResult};
+
+/// What the guard does when Prometheus cannot be queried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPrometheusError {
+    /// Switch back (reason `guard_prometheus_error`); before a switch: refuse it.
+    Rollback,
+    /// Keep the new color; the failed checks are still reported.
+    Keep,
+}
+
+impl OnPrometheusError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnPrometheusError::Rollback => "rollback",
+            OnPrometheusError::Keep => "keep",
+        }
+    }
+}
+
+/// What the standby pre-check decided.
+#[derive(Debug, Clone)]
+pub struct Precheck {
+    pub check: Check,
+    /// The switch must not happen.
+    pub refused: bool,
+    /// The check failed but the switch was forced.
+    pub forced: bool,
+}
+
+/// One guard window.
+#[derive(Debug, Clone)]
+struct Job {
+    id: u64,
+    color: Color,
+    from: Color,
+    started: OffsetDateTime,
+    ends_at: OffsetDateTime,
+    window: Duration,
+    /// `started` and `ends_at` as instants, for the timers.
+    start: Instant,
+    end: Instant,
+    /// The router's switch count right after the guarded switch.
+    switch_number: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    checks: u32,
+    ok: u32,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    job: Option<Job>,
+    running: bool,
+    rolling_back: bool,
+    /// Dropping or firing it stops the running guard's task.
+    cancel: Option<watch::Sender<bool>>,
+    tally: Tally,
+    last: Option<LastCheck>,
+    verdict: Option<Verdict>,
+}
+
+impl State {
+    fn is_current(&self, job: &Job) -> bool {
+        self.running && self.job.as_ref().is_some_and(|j| j.id == job.id)
+    }
+}
+
+pub struct Guard {
+    api: PrometheusApi,
+    interval: Duration,
+    thresholds: Thresholds,
+    on_prometheus_error: OnPrometheusError,
+    switcher: Arc<Switcher>,
+    metrics: RouterMetrics,
+    state: Mutex<State>,
+}
+
+/// A poisoned lock only means a panic elsewhere; the plain values inside stay usable.
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn seconds_until(end: Instant) -> u64 {
+    end.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u64
+}
+
+impl Guard {
+    pub fn new(args: &GuardArgs, switcher: Arc<Switcher>, metrics: RouterMetrics) -> Arc<Guard> {
+        Arc::new(Guard {
+            api: PrometheusApi::new(args.prometheus_url.clone(), args.guard_query_timeout),
+            interval: args.guard_interval,
+            thresholds: Thresholds {
+                max_error_ratio: args.guard_max_error_ratio,
+                max_p95_seconds: args.guard_max_p95.as_secs_f64(),
+                min_requests: args.guard_min_requests,
+            },
+            on_prometheus_error: args.guard_on_prometheus_error,
+            switcher,
+            metrics,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// A switch asked for through the admin API, in a task of its own so
+    /// that a client that hangs up leaves neither the switch nor its guard
+    /// half done. A successful switch ends the running guard and, with a
+    /// `window`, starts a new one on the color switched to.
+    pub async fn switch_detached(
+        self: &Arc<Self>,
+        to: Color,
+        reason: String,
+        window: Option<Duration>,
+    ) -> Result<SwitchOutcome, String> {
+        let guard = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = guard.switcher.switch(to, &reason).await;
+            if outcome.result == "ok" {
+                guard.cancel(&format!("superseded by a switch to {to}"));
+                if let Some(window) = window {
+                    let since = guard.switcher.routing.since();
+                    guard.start(to, outcome.from, window, outcome.switch_number, since);
+                }
+            }
+            outcome
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The longest guard window a switch may ask for.
+    pub fn max_window() -> Duration {
+        Duration::from_secs(defaults::GUARD_MAX_WINDOW_SECS)
+    }
+
+    /// Checks `color` as the standby over the last minute, before a switch
+    /// to it. A standby with no traffic gives `insufficient_data` and does not
+    /// stop the switch; a breach does, unless `force`; so does a failed
+    /// query when the guard rolls back on Prometheus errors.
+    pub async fn precheck(&self, color: Color, force: bool) -> Precheck {
+        let window = Duration::from_secs(defaults::GUARD_RATE_WINDOW_MAX_SECS);
+        let selector = Selector {
+            color,
+            role: Some("standby"),
+        };
+        let check = match measure(&self.api, selector, window).await {
+            Ok(reading) => evaluate(&reading, &self.thresholds),
+            Err(error) => Check::failed(&error, window),
+        };
+        self.metrics.guard_precheck(check.result);
+        let failing = match check.result {
+            CheckResult::Breach => true,
+            CheckResult::PrometheusError => self.on_prometheus_error == OnPrometheusError::Rollback,
+            CheckResult::Ok | CheckResult::InsufficientData => false,
+        };
+        let decision = match (failing, force) {
+            (false, _) => "switch",
+            (true, false) => "refuse",
+            (true, true) => "switch (forced)",
+        };
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "guard", $level,
+                    color = %color, role = "standby", result = check.result.as_str(),
+                    error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
+                    window_seconds = check.window_seconds, decision, detail = %check.message,
+                    "guard precheck"
+                )
+            };
+        }
+        if failing {
+            log!(tracing::Level::WARN);
+        } else {
+            log!(tracing::Level::INFO);
+        }
+        Precheck {
+            check,
+            refused: failing && !force,
+            forced: failing && force,
+        }
+    }
+
+    /// Starts guarding `color` (switched to from `from` at `since`, leaving
+    /// the switch count at `switch_number`) for `window`; a running guard
+    /// is cancelled first.
+    pub fn start(
+        self: &Arc<Self>,
+        color: Color,
+        from: Color,
+        window: Duration,
+        switch_number: u64,
+        since: OffsetDateTime,
+    ) {
+        let (cancel, cancelled) = watch::channel(false);
+        let job = {
+            let mut state = lock(&self.state);
+            self.cancel_locked(&mut state, "replaced by a new guarded switch");
+            let lag = Duration::try_from(now_ms() - since).unwrap_or_default();
+            let start = Instant::now().checked_sub(lag).unwrap_or_else(Instant::now);
+            state.next_id += 1;
+            let job = Job {
+                id: state.next_id,
+                color,
+                from,
+                started: since,
+                ends_at: since + window,
+                window,
+                start,
+                end: start + window,
+                switch_number,
+            };
+            state.job = Some(job.clone());
+            state.running = true;
+            state.rolling_back = false;
+            state.cancel = Some(cancel);
+            state.tally = Tally::default();
+            state.last = None;
+            state.verdict = None;
+            job
+        };
+        self.metrics.set_guard_running(true);
+        tracing::info!(
+            target: "guard",
+            color = %color, from = %from, window_seconds = window.as_secs(), ends_at = %rfc3339(job.ends_at),
+            interval_seconds = self.interval.as_secs_f64(), max_error_ratio = self.thresholds.max_error_ratio,
+            max_p95_seconds = self.thresholds.max_p95_seconds, min_requests = self.thresholds.min_requests,
+            on_prometheus_error = self.on_prometheus_error.as_str(), prometheus_url = %self.api.url(),
+            "guard started"
+        );
+        tokio::spawn(Arc::clone(self).watch(job, cancelled));
+    }
+
+    /// Ends the running guard, if any, with a `cancelled` verdict. A guard
+    /// already switching back finishes that instead.
+    pub fn cancel(&self, reason: &str) {
+        let mut state = lock(&self.state);
+        self.cancel_locked(&mut state, reason);
+    }
+
+    fn cancel_locked(&self, state: &mut State, reason: &str) {
+        if !state.running || state.rolling_back {
+            return;
+        }
+        let Some(job) = state.job.clone() else { return };
+        state.running = false;
+        if let Some(cancel) = state.cancel.take() {
+            let _ = cancel.send(true);
+        }
+        state.verdict = Some(Verdict {
+            result: VerdictResult::Cancelled,
+            color: job.color,
+            reason: reason.to_owned(),
+            at: rfc3339(now_ms()),
+        });
+        self.metrics.set_guard_running(false);
+        tracing::info!(target: "guard", color = %job.color, result = "cancelled", reason, checks = state.tally.checks, "guard cancelled");
+    }
+
+    pub fn status(&self) -> GuardStatus {
+        let state = lock(&self.state);
+        let job = state.job.as_ref();
+        GuardStatus {
+            running: state.running,
+            color: job.map(|j| j.color),
+            from: job.map(|j| j.from),
+            started: job.map(|j| rfc3339(j.started)),
+            ends_at: job.map(|j| rfc3339(j.ends_at)),
+            window_seconds: job.map(|j| j.window.as_secs()),
+            time_left_seconds: job.map(|j| if state.running { seconds_until(j.end) } else { 0 }),
+            checks: state.tally.checks,
+            last: state.last.clone(),
+            verdict: state.verdict.clone(),
+            settings: Settings {
+                prometheus_url: self.api.url().to_string(),
+                interval_seconds: self.interval.as_secs_f64(),
+                max_error_ratio: self.thresholds.max_error_ratio,
+                max_p95_seconds: self.thresholds.max_p95_seconds,
+                min_requests: self.thresholds.min_requests,
+                on_prometheus_error: self.on_prometheus_error,
+            },
+        }
+    }
+
+    /// The guard's task: a check every interval and one at the end of the
+    /// window; returns on a rollback, at the end, or when cancelled.
+    async fn watch(self: Arc<Self>, job: Job, mut cancelled: watch::Receiver<bool>) {
+        let mut next = job.start + self.interval;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next.min(job.end)) => {}
+                _ = cancelled.changed() => return,
+            }
+            if self.switcher.routing.switches() != job.switch_number {
+                self.end(
+                    &job,
+                    VerdictResult::Cancelled,
+                    "superseded by another switch".to_owned(),
+                );
+                return;
+            }
+            let last = Instant::now() >= job.end;
+            let window = rate_window(job.start.elapsed());
+            let selector = Selector {
+                color: job.color,
+                role: None,
+            };
+            let measured = tokio::select! {
+                measured = measure(&self.api, selector, window) => measured,
+                _ = cancelled.changed() => return,
+            };
+            let check = match measured {
+                Ok(reading) => evaluate(&reading, &self.thresholds),
+                Err(error) => Check::failed(&error, window),
+            };
+            if !self.record(&job, &check) {
+                return;
+            }
+            let rollback = match (check.result, check.breach) {
+                (CheckResult::Breach, Some(reason)) => Some(reason),
+                (CheckResult::PrometheusError, _) if self.on_prometheus_error == OnPrometheusError::Rollback => {
+                    Some(RollbackReason::GuardPrometheusError)
+                }
+                _ => None,
+            };
+            if let Some(reason) = rollback {
+                self.roll_back(&job, reason, &check).await;
+                return;
+            }
+            if last {
+                self.finish(&job);
+                return;
+            }
+            // A check slower than the interval delays the next one rather
+            // than causing a burst.
+            next = (next + self.interval).max(Instant::now());
+        }
+    }
+
+    /// Logs and counts a check and keeps it as the last one; false when
+    /// this guard is no longer the running one.
+    fn record(&self, job: &Job, check: &Check) -> bool {
+        self.metrics.guard_check(check.result);
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "guard", $level,
+                    color = %job.color, result = check.result.as_str(), error_ratio = check.error_ratio,
+                    p95_seconds = check.p95_seconds, requests = check.requests, window_seconds = check.window_seconds,
+                    time_left_seconds = seconds_until(job.end), detail = %check.message,
+                    "guard check"
+                )
+            };
+        }
+        match check.result {
+            CheckResult::Ok | CheckResult::InsufficientData => log!(tracing::Level::INFO),
+            CheckResult::Breach | CheckResult::PrometheusError => log!(tracing::Level::WARN),
+        }
+        let mut state = lock(&self.state);
+        if !state.is_current(job) {
+            return false;
+        }
+        state.tally.checks += 1;
+        if check.result == CheckResult::Ok {
+            state.tally.ok += 1;
+        }
+        state.last = Some(LastCheck {
+            check: check.clone(),
+            at: rfc3339(now_ms()),
+        });
+        true
+    }
+
+    /// Switches back to the color the guarded switch came from.
+    async fn roll_back(&self, job: &Job, reason: RollbackReason, check: &Check) {
+        {
+            let mut state = lock(&self.state);
+            if !state.is_current(job) {
+                return;
+            }
+            state.rolling_back = true;
+        }
+        let outcome = self
+            .switcher
+            .rollback_detached(job.from, reason.as_str(), job.switch_number)
+            .await;
+        macro_rules! log {
+            ($level:expr, $result:expr, $error:expr) => {
+                tracing::event!(
+                    target: "guard", $level,
+                    color = %job.color, to = %job.from, reason = reason.as_str(), result = $result,
+                    error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
+                    window_seconds = check.window_seconds, detail = %check.message, error = $error,
+                    "guard rollback"
+                )
+            };
+        }
+        let (verdict, text) = match outcome {
+            Ok(Some(outcome)) if outcome.result == "ok" => {
+                self.metrics.guard_rollback(reason);
+                log!(tracing::Level::WARN, "ok", None::<&str>);
+                (
+                    VerdictResult::RolledBack,
+                    format!("{}: {}; switched back to {}", reason.as_str(), check.message, job.from),
+                )
+            }
+            Ok(Some(outcome)) => {
+                log!(tracing::Level::ERROR, outcome.result, Some(outcome.reason.as_str()));
+                (
+                    VerdictResult::RollbackFailed,
+                    format!(
+                        "{}: {}; the switch back to {} was {}: {}",
+                        reason.as_str(),
+                        check.message,
+                        job.from,
+                        outcome.result,
+                        outcome.reason
+                    ),
+                )
+            }
+            Ok(None) => {
+                log!(tracing::Level::INFO, "superseded", None::<&str>);
+                (
+                    VerdictResult::Cancelled,
+                    "superseded by another switch before the rollback".to_owned(),
+                )
+            }
+            Err(error) => {
+                log!(tracing::Level::ERROR, "failed", Some(error.as_str()));
+                (
+                    VerdictResult::RollbackFailed,
+                    format!("the switch back to {} failed: {error}", job.from),
+                )
+            }
+        };
+        self.end(job, verdict, text);
+    }
+
+    /// The end of the window without a rollback.
+    fn finish(&self, job: &Job) {
+        let (tally_ok, checks, last) = {
+            let state = lock(&self.state);
+            (state.tally.ok, state.tally.checks, state.last.clone())
+        };
+        let last_result = last.as_ref().map(|l| l.check.result);
+        let (verdict, text) = if last_result == Some(CheckResult::PrometheusError) {
+            (
+                VerdictResult::PrometheusError,
+                format!(
+                    "the window ended on a failed Prometheus query ({}); {} kept (--guard-on-prometheus-error keep)",
+                    last.as_ref().map(|l| l.check.message.as_str()).unwrap_or_default(),
+                    job.color
+                ),
+            )
+        } else if tally_ok > 0 {
+            (
+                VerdictResult::Passed,
+                format!("{tally_ok} of {checks} checks ok, none over the thresholds"),
+            )
+        } else {
+            (
+                VerdictResult::InsufficientData,
+                format!(
+                    "no check saw the {} API requests needed to judge; {} kept",
+                    self.thresholds.min_requests, job.color
+                ),
+            )
+        };
+        let check = last.map(|l| l.check);
+        let (error_ratio, p95_seconds, requests) = check
+            .as_ref()
+            .map_or((None, None, None), |c| (c.error_ratio, c.p95_seconds, c.requests));
+        macro_rules! log {
+            ($level:expr, $msg:literal) => {
+                tracing::event!(
+                    target: "guard", $level,
+                    color = %job.color, result = verdict.as_str(), checks, ok_checks = tally_ok,
+                    error_ratio, p95_seconds, requests, reason = %text,
+                    $msg
+                )
+            };
+        }
+        if verdict == VerdictResult::Passed {
+            log!(tracing::Level::INFO, "guard passed");
+        } else {
+            log!(tracing::Level::WARN, "guard ended");
+        }
+        self.end(job, verdict, text);
+    }
+
+    /// Records the verdict of `job` if it is still the current guard.
+    fn end(&self, job: &Job, result: VerdictResult, reason: String) {
+        let mut state = lock(&self.state);
+        if state.job.as_ref().map(|j| j.id) != Some(job.id) || (!state.running && !state.rolling_back) {
+            return;
+        }
+        if result == VerdictResult::Cancelled {
+            tracing::info!(target: "guard", color = %job.color, result = "cancelled", reason = %reason, checks = state.tally.checks, "guard cancelled");
+        }
+        state.running = false;
+        state.rolling_back = false;
+        state.cancel = None;
+        state.verdict = Some(Verdict {
+            result,
+            color: job.color,
+            reason,
+            at: rfc3339(now_ms()),
+        });
+        self.metrics.set_guard_running(false);
+    }
+}

@@ -1,0 +1,339 @@
+//! One check of a color in Prometheus: its API request count, error ratio
+//! and p95 latency over a rate window, from the backend job's own metrics,
+//! and the verdict against the thresholds. Silence is never health: below
+//! the minimum request count the result is `insufficient_data`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use vigie_telemetry::Color;
+
+use crate::config::defaults;
+use crate::prometheus_api::{PrometheusApi, QueryError};
+
+/// What a check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    /// Enough requests, error ratio and p95 within the thresholds.
+    Ok,
+    /// A threshold is exceeded.
+    Breach,
+    /// Fewer requests than the minimum (or no latency data): neither healthy nor failing.
+    InsufficientData,
+    /// Prometheus could not be queried.
+    PrometheusError,
+}
+
+impl CheckResult {
+    pub const ALL: [CheckResult; 4] = [
+        CheckResult::Ok,
+        CheckResult::Breach,
+        CheckResult::InsufficientData,
+        CheckResult::PrometheusError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Ok => "ok",
+            CheckResult::Breach => "breach",
+            CheckResult::InsufficientData => "insufficient_data",
+            CheckResult::PrometheusError => "prometheus_error",
+        }
+    }
+}
+
+/// Why a guard switches back: the `reason` of the rollback switch and the
+/// label of `vigie_router_guard_rollbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackReason {
+    GuardErrorRatio,
+    GuardLatency,
+    GuardPrometheusError,
+}
+
+impl RollbackReason {
+    pub const ALL: [RollbackReason; 3] = [
+        RollbackReason::GuardErrorRatio,
+        RollbackReason::GuardLatency,
+        RollbackReason::GuardPrometheusError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::GuardErrorRatio => "guard_error_ratio",
+            RollbackReason::GuardLatency => "guard_latency",
+            RollbackReason::GuardPrometheusError => "guard_prometheus_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Thresholds {
+    pub max_error_ratio: f64,
+    pub max_p95_seconds: f64,
+    pub min_requests: u64,
+}
+
+/// Which series a check reads: one color, and optionally one role (the
+/// standby pre-check reads only `role="standby"` series).
+#[derive(Debug, Clone, Copy)]
+pub struct Selector {
+    pub color: Color,
+    pub role: Option<&'static str>,
+}
+
+impl Selector {
+    fn matchers(&self, extra: &str) -> String {
+        let role = self.role.map(|r| format!(r#",role="{r}""#)).unwrap_or_default();
+        format!(
+            r#"{{job="{}",color="{}"{role},route=~"/api/.*"{extra}}}"#,
+            defaults::GUARD_BACKEND_JOB,
+            self.color
+        )
+    }
+
+    /// The three PromQL queries: requests, 5xx answers, p95 latency.
+    pub fn queries(&self, window: Duration) -> [String; 3] {
+        let w = format!("{}s", window.as_secs());
+        [
+            format!("sum(increase(http_requests_total{}[{w}]))", self.matchers("")),
+            format!(
+                "sum(increase(http_requests_total{}[{w}]))",
+                self.matchers(r#",status=~"5..""#)
+            ),
+            format!(
+                "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{}[{w}])))",
+                self.matchers("")
+            ),
+        ]
+    }
+}
+
+/// What Prometheus said about a color over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Reading {
+    /// API requests in the window (Prometheus' `increase()`, rounded).
+    pub requests: u64,
+    /// Share of them answered 5xx; `None` without requests.
+    pub error_ratio: Option<f64>,
+    /// `None` when there is no latency data.
+    pub p95_seconds: Option<f64>,
+    pub window_seconds: u64,
+}
+
+/// The result of one check, with the values seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub result: CheckResult,
+    /// Set when `result` is `breach`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breach: Option<RollbackReason>,
+    pub requests: Option<u64>,
+    pub error_ratio: Option<f64>,
+    pub p95_seconds: Option<f64>,
+    pub window_seconds: u64,
+    /// What was seen, for people.
+    pub message: String,
+}
+
+impl Check {
+    pub fn failed(error: &QueryError, window: Duration) -> Check {
+        Check {
+            result: CheckResult::PrometheusError,
+            breach: None,
+            requests: None,
+            error_ratio: None,
+            p95_seconds: None,
+            window_seconds: window.as_secs(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The rate window of a check made `elapsed` after the switch: the time
+/// since the switch, so the window does not reach back into the color's
+/// standby time, but at least [`defaults::GUARD_RATE_WINDOW_MIN_SECS`]
+/// (three scrapes of the backend job) and at most
+/// [`defaults::GUARD_RATE_WINDOW_MAX_SECS`].
+pub fn rate_window(elapsed: Duration) -> Duration {
+    let secs = elapsed.as_secs_f64().ceil() as u64;
+    Duration::from_secs(secs.clamp(
+        defaults::GUARD_RATE_WINDOW_MIN_SECS,
+        defaults::GUARD_RATE_WINDOW_MAX_SECS,
+    ))
+}
+
+/// Asks Prometheus (three queries at once, each bounded by the client's timeout).
+pub async fn measure(api: &PrometheusApi, selector: Selector, window: Duration) -> Result<Reading, QueryError> {
+    let [requests, errors, p95] = selector.queries(window);
+    let (requests, errors, p95) = tokio::join!(api.scalar(&requests), api.scalar(&errors), api.scalar(&p95));
+    let requests = requests?.unwrap_or(0.0).max(0.0);
+    let errors = errors?.unwrap_or(0.0).max(0.0);
+    let p95_seconds = p95?;
+    Ok(Reading {
+        requests: requests.round() as u64,
+        // Both counts are extrapolated alike; the ratio stays within 0..1.
+        error_ratio: (requests > 0.0).then(|| (errors / requests).min(1.0)),
+        p95_seconds,
+        window_seconds: window.as_secs(),
+    })
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.1}%", ratio * 100.0)
+}
+
+/// The verdict on a reading.
+pub fn evaluate(reading: &Reading, thresholds: &Thresholds) -> Check {
+    let mut check = Check {
+        result: CheckResult::Ok,
+        breach: None,
+        requests: Some(reading.requests),
+        error_ratio: reading.error_ratio,
+        p95_seconds: reading.p95_seconds,
+        window_seconds: reading.window_seconds,
+        message: String::new(),
+    };
+    let w = reading.window_seconds;
+    if reading.requests < thresholds.min_requests {
+        check.result = CheckResult::InsufficientData;
+        check.message = format!(
+            "{} API requests in the last {w}s, fewer than the {} needed to judge",
+            reading.requests, thresholds.min_requests
+        );
+        return check;
+    }
+    let error_ratio = reading.error_ratio.unwrap_or(0.0);
+    if error_ratio > thresholds.max_error_ratio {
+        check.result = CheckResult::Breach;
+        check.breach = Some(RollbackReason::GuardErrorRatio);
+        check.message = format!(
+            "error ratio {} > {} over the last {w}s ({} requests)",
+            percent(error_ratio),
+            percent(thresholds.max_error_ratio),
+            reading.requests
+        );
+        return check;
+    }
+    match reading.p95_seconds {
+        Some(p95) if p95 > thresholds.max_p95_seconds => {
+            check.result = CheckResult::Breach;
+            check.breach = Some(RollbackReason::GuardLatency);
+            check.message = format!(
+                "p95 latency {p95:.3}s > {:.3}s over the last {w}s ({} requests)",
+                thresholds.max_p95_seconds, reading.requests
+            );
+        }
+        Some(p95) => {
+            check.message = format!(
+                "error ratio {} <= {}, p95 latency {p95:.3}s <= {:.3}s over the last {w}s ({} requests)",
+                percent(error_ratio),
+                percent(thresholds.max_error_ratio),
+                thresholds.max_p95_seconds,
+                reading.requests
+            );
+        }
+        None => {
+            check.result = CheckResult::InsufficientData;
+            check.message = format!("{} API requests in the last {w}s but no latency data", reading.requests);
+        }
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Thresholds = Thresholds {
+        max_error_ratio: 0.05,
+        max_p95_seconds: 0.5,
+        min_requests: 20,
+    };
+
+    fn reading(requests: u64, error_ratio: f64, p95: f64) -> Reading {
+        Reading {
+            requests,
+            error_ratio: Some(error_ratio),
+            p95_seconds: Some(p95),
+            window_seconds: 30,
+        }
+    }
+
+    #[test]
+    fn judges_error_ratio_first_then_latency_and_never_reads_silence_as_health() {
+        let judge = |r: Reading| {
+            let check = evaluate(&r, &LIMITS);
+            (check.result, check.breach)
+        };
+        assert_eq!(judge(reading(100, 0.01, 0.02)), (CheckResult::Ok, None));
+        assert_eq!(
+            judge(reading(100, 0.05, 0.5)),
+            (CheckResult::Ok, None),
+            "limits are inclusive"
+        );
+        assert_eq!(
+            judge(reading(100, 0.3, 0.02)),
+            (CheckResult::Breach, Some(RollbackReason::GuardErrorRatio))
+        );
+        assert_eq!(
+            judge(reading(100, 0.3, 0.9)),
+            (CheckResult::Breach, Some(RollbackReason::GuardErrorRatio))
+        );
+        assert_eq!(
+            judge(reading(100, 0.0, 0.9)),
+            (CheckResult::Breach, Some(RollbackReason::GuardLatency))
+        );
+        assert_eq!(judge(reading(19, 1.0, 9.0)), (CheckResult::InsufficientData, None));
+        let no_requests = Reading {
+            requests: 0,
+            error_ratio: None,
+            p95_seconds: None,
+            window_seconds: 15,
+        };
+        let check = evaluate(&no_requests, &LIMITS);
+        assert_eq!(check.result, CheckResult::InsufficientData);
+        assert!(check.message.contains("fewer than the 20 needed"), "{}", check.message);
+        let no_latency = Reading {
+            p95_seconds: None,
+            ..reading(100, 0.0, 0.0)
+        };
+        assert_eq!(judge(no_latency), (CheckResult::InsufficientData, None));
+    }
+
+    #[test]
+    fn the_rate_window_follows_the_time_since_the_switch_within_bounds() {
+        assert_eq!(rate_window(Duration::from_secs(2)), Duration::from_secs(15));
+        assert_eq!(rate_window(Duration::from_millis(20_300)), Duration::from_secs(21));
+        assert_eq!(rate_window(Duration::from_secs(600)), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn queries_select_the_color_the_api_routes_and_optionally_the_role() {
+        let [requests, errors, p95] = Selector {
+            color: Color::Green,
+            role: None,
+        }
+        .queries(Duration::from_secs(15));
+        assert_eq!(
+            requests,
+            r#"sum(increase(http_requests_total{job="backend",color="green",route=~"/api/.*"}[15s]))"#
+        );
+        assert_eq!(
+            errors,
+            r#"sum(increase(http_requests_total{job="backend",color="green",route=~"/api/.*",status=~"5.."}[15s]))"#
+        );
+        assert_eq!(
+            p95,
+            r#"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{job="backend",color="green",route=~"/api/.*"}[15s])))"#
+        );
+        let [standby, ..] = Selector {
+            color: Color::Blue,
+            role: Some("standby"),
+        }
+        .queries(Duration::from_secs(60));
+        assert!(standby.contains(r#"color="blue",role="standby","#), "{standby}");
+    }
+}
