@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use vigie_telemetry::config::parse_duration;
@@ -14,6 +14,8 @@ use vigie_telemetry::logging;
 
 /// How long one call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Larger answers are cut: the generator only reads ids from them.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How often a summary line is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
@@ -79,15 +81,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)));
         let Ok(request) = request else { continue };
-        match tokio::time::timeout(CALL_TIMEOUT, client.request(request)).await {
-            Ok(Ok(response)) => {
-                let status = response.status();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
+        // Head and body under one deadline, the body read up to a bound:
+        // a target that stalls mid-body cannot hang the generator.
+        let call = async {
+            let response = client.request(request).await?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_BODY_BYTES).collect().await;
+            Ok::<_, hyper_util::client::legacy::Error>((status, body.map(|b| b.to_bytes()).unwrap_or_default()))
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok((status, bytes))) => {
                 if method == "POST" && status.is_success() {
                     last_id = serde_json::from_slice::<serde_json::Value>(&bytes)
                         .ok()

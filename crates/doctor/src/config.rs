@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long, env = "VIGIE_TEMPO_URL", value_name = "URL", value_parser = parse_base_url)]
     pub tempo: Option<String>,
     /// Default every URL to its compose service name (run inside the compose network).
-    #[arg(long, env = "VIGIE_DOCTOR_COMPOSE")]
+    #[arg(long, env = "VIGIE_DOCTOR_COMPOSE", value_parser = clap::builder::BoolishValueParser::new())]
     pub compose: bool,
     /// Grafana user for basic auth (optional: the stack lets anonymous viewers read).
     #[arg(long, env = "VIGIE_GRAFANA_USER", value_name = "USER")]
@@ -112,7 +112,7 @@ pub struct Args {
     #[arg(long, env = "VIGIE_DOCTOR_SKIP", value_name = "LIST", value_delimiter = ',', value_parser = parse_skip)]
     pub skip: Vec<String>,
     /// Print one JSON document instead of the lines (for scripts).
-    #[arg(long, env = "VIGIE_DOCTOR_JSON")]
+    #[arg(long, env = "VIGIE_DOCTOR_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigie_telemetry::config::{parse_duration, parse_ratio};
+use vigie_telemetry::config::{parse_duration, parse_positive_duration, parse_ratio};
 use vigie_telemetry::logging;
 
 use crate::guard::OnPrometheusError;
@@ -100,13 +100,13 @@ pub struct Config {
     #[arg(long, env = "VIGIE_NO_STANDBY_TARGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_standby_target: bool,
     /// Longest TCP connect to a backend (then 502).
-    #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
     /// Longest wait for a backend's response head (then 504).
-    #[arg(long, env = "VIGIE_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
     /// Longest wait for the switch target to become ready (then 409).
-    #[arg(long, env = "VIGIE_DEPLOY_TIMEOUT", default_value = defaults::DEPLOY_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_DEPLOY_TIMEOUT", default_value = defaults::DEPLOY_TIMEOUT, value_parser = parse_positive_duration)]
     pub deploy_timeout: Duration,
     /// Longest wait for the old color's in-flight requests, on a switch and on shutdown.
     #[arg(long, env = "VIGIE_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
@@ -115,17 +115,17 @@ pub struct Config {
     #[arg(long, env = "VIGIE_HEALTH_CHECK_PATH", default_value = defaults::HEALTH_CHECK_PATH, value_parser = parse_path)]
     pub health_check_path: String,
     /// Pause between the readiness checks of a switch.
-    #[arg(long, env = "VIGIE_HEALTH_CHECK_INTERVAL", default_value = defaults::HEALTH_CHECK_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_INTERVAL", default_value = defaults::HEALTH_CHECK_INTERVAL, value_parser = parse_positive_duration)]
     pub health_check_interval: Duration,
     /// Longest wait for one readiness check.
-    #[arg(long, env = "VIGIE_HEALTH_CHECK_TIMEOUT", default_value = defaults::HEALTH_CHECK_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_HEALTH_CHECK_TIMEOUT", default_value = defaults::HEALTH_CHECK_TIMEOUT, value_parser = parse_positive_duration)]
     pub health_check_timeout: Duration,
     /// Consecutive successful checks needed before a switch.
     #[arg(long, env = "VIGIE_HEALTH_CHECK_SUCCESSES", default_value_t = defaults::HEALTH_CHECK_SUCCESSES,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub health_check_successes: u32,
     /// Period of the background health probe reported by /status.
-    #[arg(long, env = "VIGIE_STATUS_CHECK_INTERVAL", default_value = defaults::STATUS_CHECK_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_STATUS_CHECK_INTERVAL", default_value = defaults::STATUS_CHECK_INTERVAL, value_parser = parse_positive_duration)]
     pub status_check_interval: Duration,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `debug,hyper=info`.
     #[arg(long, env = "VIGIE_LOG_LEVEL", default_value = "info", value_parser = logging::parse_filter)]

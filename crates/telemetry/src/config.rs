@@ -66,6 +66,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
+/// Like [`parse_duration`], for a timeout or period that must not be zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    if value.is_zero() {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(value)
+}
+
 /// Parses a ratio in `0..=1`.
 pub fn parse_ratio(text: &str) -> Result<f64, String> {
     let value: f64 = text.trim().parse().map_err(|_| format!("invalid number {text:?}"))?;
@@ -89,6 +98,10 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("0ms").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl ProcessStats {
         let boot = std::fs::read_to_string("/proc/stat").ok()?;
         let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
         // Fields after the command name, which is in parentheses and may contain spaces.
-        let after_comm = &stat[stat.rfind(')')? + 2..];
+        let after_comm = stat.get(stat.rfind(')')? + 2..)?;
         let fields: Vec<&str> = after_comm.split_whitespace().collect();
         // Field numbers of proc(5) minus 3: state is field 3, utime 14, stime 15, starttime 22.
         let utime: f64 = fields.get(11)?.parse().ok()?;

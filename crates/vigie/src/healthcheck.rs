@@ -13,7 +13,7 @@ pub struct Args {
     /// URL to GET, e.g. http://127.0.0.1:3000/health/ready
     url: String,
     /// Give up after this long.
-    #[arg(long, default_value = "3s", value_parser = vigie_telemetry::config::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = vigie_telemetry::config::parse_positive_duration)]
     timeout: Duration,
 }
 

@@ -983,6 +983,9 @@ async fn router_metrics_follow_prometheus_conventions() {
 fn bad_router_flags_exit_2_with_a_clear_message() {
     for (flag, value) in [
         ("--connect-timeout", "ten"),
+        ("--request-timeout", "0s"),
+        ("--status-check-interval", "0ms"),
+        ("--health-check-interval", "0s"),
         ("--blue", "https://backend-blue:3000"),
         ("--green", "http://backend-green:3000/api"),
         ("--health-check-successes", "0"),
