@@ -6,6 +6,7 @@
 //! their own routes but logged at debug level, so they neither drown the
 //! request log nor hide in the API's series (dashboards select `/api/.*`).
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -34,9 +35,52 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub route: String,
-    pub status: String,
+    pub status: Cow<'static, str>,
+}
+
+/// The method as a label value; the standard ones without an allocation.
+pub fn method_label(method: &http::Method) -> Cow<'static, str> {
+    const STANDARD: [(http::Method, &str); 7] = [
+        (http::Method::GET, "GET"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::PATCH, "PATCH"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::OPTIONS, "OPTIONS"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(m, _)| m == method)
+        .map(|(_, name)| Cow::Borrowed(*name))
+        .unwrap_or_else(|| Cow::Owned(method.as_str().to_owned()))
+}
+
+/// The status code as a label value; the common ones without an allocation.
+pub fn status_label(status: u16) -> Cow<'static, str> {
+    const COMMON: [(u16, &str); 14] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (301, "301"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (422, "422"),
+        (500, "500"),
+        (503, "503"),
+    ];
+    COMMON
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map(|(_, text)| Cow::Borrowed(*text))
+        .unwrap_or_else(|| Cow::Owned(status.to_string()))
 }
 
 /// The exemplar label of a sampled request: its trace id.
@@ -117,12 +161,14 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let path = request.uri().path().to_owned();
+    // Moved out, not cloned: nothing after this middleware reads it.
+    let mut request = request;
     let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
+        .extensions_mut()
+        .remove::<RequestId>()
+        .map(|r| r.0)
         .unwrap_or_default();
 
     metrics.in_flight.inc();
@@ -166,7 +212,7 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
     let labels = HttpLabels {
         method,
         route,
-        status: status.to_string(),
+        status: status_label(status),
     };
     metrics.observe(&labels, elapsed.as_secs_f64(), ids.as_ref());
     let trace_id = ids.as_ref().map(|i| i.trace_id.as_str());
