@@ -194,9 +194,11 @@ pub async fn track(State(telemetry): State<HttpTelemetry>, request: Request, nex
         }
         parent.with_span(span)
     });
+    // Only a sampled span becomes the current context of the handler (for
+    // its child spans): attaching a context costs on every poll.
     let response = match &cx {
-        Some(cx) => next.run(request).with_context(cx.clone()).await,
-        None => next.run(request).await,
+        Some(cx) if cx.span().span_context().is_sampled() => next.run(request).with_context(cx.clone()).await,
+        _ => next.run(request).await,
     };
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
