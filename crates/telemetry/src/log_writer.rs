@@ -125,29 +125,32 @@ impl Drop for WriterGuard {
     }
 }
 
+/// An in-memory sink for tests of this crate.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct MemorySink(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for MemorySink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {
-        let sink = Sink::default();
+        let sink = MemorySink::default();
         let (lines, guard) = BufferedLines::start(sink.clone()).expect("start");
         for i in 0..10_000 {
             lines.push(format!("line {i}\n").as_bytes());

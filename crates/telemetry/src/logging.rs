@@ -256,27 +256,10 @@ impl Visit for JsonVisitor<'_> {
 mod tests {
     use super::*;
     use serde_json::Value;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn writes_one_json_object_per_event_with_required_fields() {
-        let capture = Capture::default();
+        let capture = crate::log_writer::MemorySink::default();
         let sink = capture.clone();
         let layer = JsonLayer::new(move || sink.clone(), &[("color", "blue")]);
         let subscriber = tracing_subscriber::registry().with(layer);

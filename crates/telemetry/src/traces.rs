@@ -119,10 +119,6 @@ impl Traces {
         self.inner.as_deref().map(|e| &e.tracer)
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Flushes queued spans, bounded by [`SHUTDOWN_TIMEOUT`].
     pub fn shutdown(&self) {
         if let Some(enabled) = &self.inner {

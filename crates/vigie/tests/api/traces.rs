@@ -27,6 +27,28 @@ fn backend_with_env(dir: &TempDir, envs: &[(&str, &str)], extra: &[&str]) -> Pro
     Proc::start(&args, envs, &["public"])
 }
 
+/// A router in front of `blue` (green answers nothing), with `envs`.
+fn router_to(blue: &Proc, dir: &TempDir, envs: &[(&str, &str)]) -> Proc {
+    let (state, targets) = (dir.join("state.json"), dir.join("targets.json"));
+    let (blue, green) = (blue.url(""), crate::helpers::dead_url());
+    let args = [
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--blue",
+        &blue,
+        "--green",
+        &green,
+        "--state-file",
+        state.to_str().expect("utf-8"),
+        "--targets-file",
+        targets.to_str().expect("utf-8"),
+    ];
+    Proc::start(&args, envs, &["public", "admin"])
+}
+
 #[tokio::test]
 async fn backend_continues_a_traceparent_and_exports_server_and_database_spans() {
     let receiver = Receiver::start().await;
@@ -195,28 +217,7 @@ async fn one_request_through_the_router_is_one_trace_across_spans_logs_and_exemp
     let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
     let dir = TempDir::new("trace-router");
     let blue = backend_with_env(&dir, &otel, &[]);
-    let green = crate::helpers::dead_url();
-    let state = dir.join("state.json");
-    let targets = dir.join("targets.json");
-    let router = Proc::start(
-        &[
-            "router",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--blue",
-            &blue.url(""),
-            "--green",
-            &green,
-            "--state-file",
-            state.to_str().expect("utf-8"),
-            "--targets-file",
-            targets.to_str().expect("utf-8"),
-        ],
-        &otel,
-        &["public", "admin"],
-    );
+    let router = router_to(&blue, &dir, &otel);
     let response = client()
         .post(router.url("/api/tasks"))
         .header("x-request-id", "trace-me-1")
@@ -305,27 +306,7 @@ async fn the_router_continues_an_incoming_traceparent() {
     let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
     let dir = TempDir::new("trace-router-parent");
     let blue = backend_with_env(&dir, &[], &[]);
-    let state = dir.join("state.json");
-    let targets = dir.join("targets.json");
-    let router = Proc::start(
-        &[
-            "router",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--blue",
-            &blue.url(""),
-            "--green",
-            &crate::helpers::dead_url(),
-            "--state-file",
-            state.to_str().expect("utf-8"),
-            "--targets-file",
-            targets.to_str().expect("utf-8"),
-        ],
-        &otel,
-        &["public", "admin"],
-    );
+    let router = router_to(&blue, &dir, &otel);
     for traceparent in [
         format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"),
         "not-a-traceparent".to_owned(),
