@@ -29,9 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 use vigie_telemetry::config::{parse_duration, parse_ratio};
-use vigie_telemetry::http::{HttpMetrics, HttpTelemetry};
+use vigie_telemetry::http::{HttpMetrics, HttpTelemetry, TrackLayer};
 use vigie_telemetry::traces::Traces;
-use vigie_telemetry::{exposition, logging, process, request_id, shutdown, Color, Registry};
+use vigie_telemetry::{exposition, logging, process, shutdown, Color, Registry};
 
 use crate::db::Database;
 use crate::error::{error_response, AppError};
@@ -214,9 +214,7 @@ pub fn harden(routes: Router) -> Router {
 
 /// [`harden`], then metrics, traces, the request log and request ids.
 pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
-    harden(routes)
-        .layer(middleware::from_fn_with_state(telemetry, vigie_telemetry::http::track))
-        .layer(middleware::from_fn(request_id::propagate))
+    harden(routes).layer(TrackLayer::new(telemetry))
 }
 
 pub fn app(state: AppState, registry: Arc<Registry>, telemetry: HttpTelemetry, faults: Faults) -> Router {

@@ -58,8 +58,6 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let id = request_id::accept_or_generate(request.headers().get(X_REQUEST_ID));
-    // Ids from `accept_or_generate` are short printable ASCII: always valid.
-    let id_header = HeaderValue::from_str(&id).ok();
     let flight = proxy.begin();
     let upstream = Arc::clone(flight.upstream());
     let color_header = HeaderValue::from_static(upstream.color.as_str());
@@ -88,7 +86,7 @@ pub async fn handle(
         start: Instant::now(),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
-        request_id: id,
+        request_id: id.clone(),
         color: upstream.color,
         status: STATUS_CLIENT_CLOSED,
         error: None,
@@ -100,7 +98,7 @@ pub async fn handle(
         &upstream,
         request,
         peer,
-        id_header.clone(),
+        id.clone(),
         proxy.request_timeout,
         trace.as_ref(),
     )
@@ -132,9 +130,7 @@ pub async fn handle(
     };
     let mut response = response;
     response.headers_mut().insert(X_VIGIE_COLOR, color_header);
-    if let Some(id) = id_header {
-        response.headers_mut().insert(X_REQUEST_ID, id);
-    }
+    response.headers_mut().insert(X_REQUEST_ID, id);
     Ok(response)
 }
 
@@ -143,7 +139,7 @@ async fn forward(
     upstream: &Upstream,
     request: Request<Incoming>,
     peer: SocketAddr,
-    request_id: Option<HeaderValue>,
+    request_id: HeaderValue,
     timeout: Duration,
     trace: Option<&opentelemetry::Context>,
 ) -> Result<Response<Incoming>, UpstreamError> {
@@ -157,9 +153,7 @@ async fn forward(
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer.ip());
-    if let Some(id) = request_id {
-        parts.headers.insert(X_REQUEST_ID, id);
-    }
+    parts.headers.insert(X_REQUEST_ID, request_id);
     if let Some(cx) = trace {
         traces::inject(cx, &mut parts.headers);
     }
@@ -308,7 +302,7 @@ struct Exchange {
     start: Instant,
     method: Method,
     path: String,
-    request_id: String,
+    request_id: HeaderValue,
     color: Color,
     status: u16,
     error: Option<String>,
@@ -345,7 +339,7 @@ impl Drop for Exchange {
                 tracing::event!(
                     target: "http", $level,
                     method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
-                    request_id = self.request_id.as_str(), upstream_color = self.color.as_str(), error,
+                    request_id = self.request_id.to_str().unwrap_or_default(), upstream_color = self.color.as_str(), error,
                     trace_id, span_id,
                     "request"
                 )

@@ -2,7 +2,7 @@
 //! OpenMetrics), standard process metrics, JSON logs on stdout and request
 //! ids. A service builds a [`prometheus_client::registry::Registry`], adds
 //! [`http::HttpMetrics`], [`process::ProcessCollector`] and [`build_info`],
-//! then wraps its router with [`http::track`] and [`request_id::propagate`].
+//! then wraps its router with [`http::TrackLayer`].
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -8,6 +8,8 @@
 //! counted (`vigie_log_lines_dropped_total`) rather than stalling the
 //! service; the returned [`LogGuard`] writes what is left when dropped.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use prometheus_client::collector::Collector;
@@ -106,55 +108,102 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let line = format_event(event, &self.static_fields);
-        // A failed write has nowhere better to be reported than stdout itself.
-        let _ = self.writer.make_writer().write_all(line.as_bytes());
+        // Reused per thread: a request's log line costs no allocation. An
+        // event logged while formatting another (a field's Debug logging)
+        // finds the buffers taken and gets its own.
+        BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+            Ok(mut buffers) => self.write(event, &mut buffers),
+            Err(_) => self.write(event, &mut LineBuffers::default()),
+        });
     }
 }
 
-/// Renders one event as a JSON line ending in `\n`. Written by hand rather
-/// than through a `serde_json::Map`: this runs once per request.
-fn format_event(event: &Event<'_>, static_fields: &str) -> String {
-    let meta = event.metadata();
-    let mut fields = String::with_capacity(256);
-    let mut visitor = JsonVisitor {
-        line: &mut fields,
-        message: None,
-    };
-    event.record(&mut visitor);
-    let message = visitor.message.take().unwrap_or_default();
-
-    let mut line = String::with_capacity(fields.len() + static_fields.len() + 128);
-    line.push_str("{\"ts\":\"");
-    push_timestamp(&mut line, time::OffsetDateTime::now_utc());
-    line.push_str("\",\"level\":\"");
-    line.push_str(level_name(meta.level()));
-    line.push('"');
-    push_key(&mut line, "msg");
-    push_json_str(&mut line, &message);
-    push_key(&mut line, "target");
-    push_json_str(&mut line, meta.target());
-    line.push_str(static_fields);
-    line.push_str(&fields);
-    line.push_str("}\n");
-    line
+impl<W: for<'w> MakeWriter<'w>> JsonLayer<W> {
+    fn write(&self, event: &Event<'_>, buffers: &mut LineBuffers) {
+        format_event(event, &self.static_fields, buffers);
+        // A failed write has nowhere better to be reported than stdout itself.
+        let _ = self.writer.make_writer().write_all(buffers.line.as_bytes());
+        // One huge line (a long error chain) must not pin its size per thread.
+        if buffers.line.capacity() > MAX_KEPT_BUFFER {
+            *buffers = LineBuffers::default();
+        }
+    }
 }
 
-/// Appends `2026-11-25T16:04:35.165Z`; by hand, as `time`'s formatter is a
-/// measurable share of a request's cost.
-fn push_timestamp(line: &mut String, now: time::OffsetDateTime) {
-    use std::fmt::Write as _;
-    let _ = write!(
-        line,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
+/// Buffers that grew past this are freed after their line is written.
+const MAX_KEPT_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    static BUFFERS: RefCell<LineBuffers> = RefCell::new(LineBuffers::default());
+}
+
+#[derive(Default)]
+struct LineBuffers {
+    line: String,
+    fields: String,
+    message: String,
+    /// The second of the last timestamp and its text up to the `.`.
+    second: Option<(u64, String)>,
+}
+
+/// Renders one event as a JSON line ending in `\n` into `buffers.line`.
+/// Written by hand rather than through a `serde_json::Map`: this runs once
+/// per request.
+fn format_event(event: &Event<'_>, static_fields: &str, buffers: &mut LineBuffers) {
+    let meta = event.metadata();
+    buffers.fields.clear();
+    buffers.message.clear();
+    event.record(&mut JsonVisitor {
+        fields: &mut buffers.fields,
+        message: &mut buffers.message,
+    });
+    let line = &mut buffers.line;
+    line.clear();
+    line.push_str("{\"ts\":\"");
+    push_timestamp(line, &mut buffers.second, std::time::SystemTime::now());
+    line.push_str("\",\"level\":\"");
+    line.push_str(level_name(meta.level()));
+    line.push_str("\",\"msg\":\"");
+    line.push_str(&buffers.message);
+    line.push('"');
+    push_key(line, "target");
+    push_json_str(line, meta.target());
+    line.push_str(static_fields);
+    line.push_str(&buffers.fields);
+    line.push_str("}\n");
+}
+
+/// Appends `2026-11-25T16:04:35.165Z`. The text up to the second is kept
+/// and reused within that second: formatting a date is a measurable share
+/// of a small request's cost.
+fn push_timestamp(line: &mut String, second: &mut Option<(u64, String)>, now: std::time::SystemTime) {
+    let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let prefix = match second {
+        Some((cached, prefix)) if *cached == secs => prefix,
+        _ => {
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let prefix = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                at.year(),
+                u8::from(at.month()),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second()
+            );
+            &mut second.insert((secs, prefix)).1
+        }
+    };
+    line.push_str(prefix);
+    let millis = since_epoch.subsec_millis();
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        line.push(char::from(b'0' + digit as u8));
+    }
+    line.push('Z');
 }
 
 fn level_name(level: &tracing::Level) -> &'static str {
@@ -176,42 +225,68 @@ fn push_key(line: &mut String, key: &str) {
 /// Appends `text` as a JSON string literal.
 fn push_json_str(line: &mut String, text: &str) {
     line.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 => line.push_str(&format!("\\u{:04x}", c as u32)),
-            c => line.push(c),
-        }
-    }
+    push_escaped(line, text);
     line.push('"');
 }
 
+/// Appends `text` escaped for the inside of a JSON string, copying runs of
+/// plain characters at once.
+fn push_escaped(line: &mut String, text: &str) {
+    let mut plain_from = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        line.push_str(&text[plain_from..at]);
+        if escaped.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escaped);
+        }
+        plain_from = at + 1;
+    }
+    line.push_str(&text[plain_from..]);
+}
+
+/// `fmt::Write` that escapes what it is given: Debug and Display values are
+/// written straight into the line, without a `String` of their own.
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
+    }
+}
+
 struct JsonVisitor<'a> {
-    line: &'a mut String,
-    message: Option<String>,
+    fields: &'a mut String,
+    /// The event's message, escaped.
+    message: &'a mut String,
 }
 
 impl JsonVisitor<'_> {
-    fn key(&mut self, field: &Field) {
-        push_key(self.line, field.name());
-    }
-
     fn raw(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
-        use std::fmt::Write as _;
-        self.key(field);
-        let _ = self.line.write_fmt(value);
+        push_key(self.fields, field.name());
+        let _ = self.fields.write_fmt(value);
     }
 
-    fn string(&mut self, field: &Field, value: &str) {
+    /// Writes a string field through `write`, which gets an escaping writer.
+    fn string(&mut self, field: &Field, write: impl FnOnce(&mut Escaping<'_>) -> std::fmt::Result) {
         if field.name() == "message" {
-            self.message = Some(value.to_owned());
+            self.message.clear();
+            let _ = write(&mut Escaping(self.message));
         } else {
-            self.key(field);
-            push_json_str(self.line, value);
+            push_key(self.fields, field.name());
+            self.fields.push('"');
+            let _ = write(&mut Escaping(self.fields));
+            self.fields.push('"');
         }
     }
 }
@@ -234,21 +309,22 @@ impl Visit for JsonVisitor<'_> {
         self.raw(field, format_args!("{value}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.string(field, value);
+        self.string(field, |out| out.write_str(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // Logs the whole cause chain once, as `a: b: c`.
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        self.string(field, &text);
+        self.string(field, |out| {
+            write!(out, "{value}")?;
+            let mut source = value.source();
+            while let Some(cause) = source {
+                write!(out, ": {cause}")?;
+                source = cause.source();
+            }
+            Ok(())
+        });
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.string(field, &format!("{value:?}"));
+        self.string(field, |out| write!(out, "{value:?}"));
     }
 }
 

@@ -1,42 +1,27 @@
 //! Request ids: an incoming `x-request-id` is kept when it is sane, else a
-//! new UUID is made; either way it is put in the request's extensions (for
-//! the request log) and echoed in the response header.
+//! new UUID is made. [`crate::http::TrackLayer`] logs it and echoes it in the
+//! response header; the router also passes it upstream.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use http::HeaderValue;
 
 pub const HEADER: &str = "x-request-id";
 /// Longer ids are replaced: they would bloat every log line.
 const MAX_LEN: usize = 128;
 
-/// The id of the current request, readable from request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Returns the incoming id if it is short printable ASCII, else a new one.
-pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> String {
+/// Returns the incoming id if it is short printable ASCII, else a new UUID.
+/// Either way the result is a valid header value whose `to_str` succeeds.
+pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
     incoming
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_LEN && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
+        .unwrap_or_else(generate)
 }
 
-/// axum middleware: `.layer(axum::middleware::from_fn(request_id::propagate))`.
-pub async fn propagate(mut request: Request, next: Next) -> Response {
-    let id = accept_or_generate(request.headers().get(HEADER));
-    // The id is ASCII-graphic by construction, so it is a valid header value.
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        request.headers_mut().insert(HEADER, value.clone());
-        request.extensions_mut().insert(RequestId(id));
-        let mut response = next.run(request).await;
-        response.headers_mut().insert(HEADER, value);
-        response
-    } else {
-        next.run(request).await
-    }
+fn generate() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // Hex digits and hyphens: always a valid header value.
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 #[cfg(test)]
@@ -51,6 +36,9 @@ mod tests {
         assert_eq!(accept_or_generate(Some(&long)).len(), 36);
         let spaced = HeaderValue::from_static("a b");
         assert_eq!(accept_or_generate(Some(&spaced)).len(), 36);
-        assert_eq!(accept_or_generate(None).len(), 36);
+        let generated = accept_or_generate(None);
+        assert_eq!(generated.len(), 36);
+        assert!(uuid::Uuid::parse_str(generated.to_str().expect("ascii")).is_ok());
+        assert_ne!(generated, accept_or_generate(None));
     }
 }
