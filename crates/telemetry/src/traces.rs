@@ -5,40 +5,31 @@
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SDK_DISABLED`.
 //!
 //! Export never slows or fails a request: finished spans go into a bounded
-//! queue drained by one exporter thread. When the queue is full, or the trace
-//! backend fails, spans are dropped and counted
+//! queue drained in batches by one exporter thread ([`queue`]). When the
+//! queue is full, or the trace backend fails, spans are dropped and counted
 //! (`vigie_trace_spans_dropped_total{reason}`), and a warning is logged at
 //! most every [`WARN_EVERY`]. Shutdown flushes the queue, bounded by
 //! [`SHUTDOWN_TIMEOUT`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
-use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor, Tracer};
+use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 
-/// Finished spans held while the exporter is busy, before new ones are dropped.
-pub const QUEUE_SPANS: usize = 4096;
-/// Spans sent in one OTLP request at most.
-pub const BATCH_SPANS: usize = 512;
-/// How long a span may wait in the queue before its batch is sent.
-pub const BATCH_DELAY: Duration = Duration::from_secs(1);
+mod queue;
+
+use queue::{ExportStats, QueueProcessor};
+pub use queue::{BATCH_DELAY, BATCH_SPANS, QUEUE_SPANS, WARN_EVERY};
+
 /// Longest wait for the queue to drain at shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Drops and export failures are logged at most this often.
-pub const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// The name a span starts with before the sampler has decided; a sampled
 /// span is renamed at once, an unsampled one is never seen.
@@ -165,228 +156,6 @@ impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
             http::HeaderValue::from_str(&value),
         ) {
             self.0.insert(name, value);
-        }
-    }
-}
-
-/// Counters of the export pipeline, exposed as metrics.
-#[derive(Debug, Clone, Default)]
-struct ExportStats {
-    exported: Arc<AtomicU64>,
-    dropped_queue_full: Arc<AtomicU64>,
-    dropped_export_failed: Arc<AtomicU64>,
-}
-
-impl Collector for ExportStats {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let exported = ConstCounter::new(self.exported.load(Ordering::Relaxed));
-        exported.encode(encoder.encode_descriptor(
-            "vigie_trace_spans_exported",
-            "Spans accepted by the trace backend",
-            None,
-            exported.metric_type(),
-        )?)?;
-        let mut family = encoder.encode_descriptor(
-            "vigie_trace_spans_dropped",
-            "Spans dropped, by reason (queue_full: the exporter could not keep up; export_failed: the trace backend failed or timed out)",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (reason, count) in [
-            ("queue_full", &self.dropped_queue_full),
-            ("export_failed", &self.dropped_export_failed),
-        ] {
-            let labels = [("reason", reason)];
-            let counter = ConstCounter::new(count.load(Ordering::Relaxed));
-            counter.encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-enum Message {
-    Span(Box<SpanData>),
-    /// Export everything queued, then answer.
-    Flush(SyncSender<()>),
-}
-
-/// A span processor with a bounded queue that never blocks the caller.
-#[derive(Debug)]
-struct QueueProcessor {
-    queue: SyncSender<Message>,
-    exporter: Arc<Mutex<Box<dyn DynExporter>>>,
-    stats: ExportStats,
-    last_warning: Mutex<Option<Instant>>,
-}
-
-/// Object-safe view of the exporter, run to completion on the export thread.
-trait DynExporter: Send + std::fmt::Debug {
-    fn export_blocking(&self, batch: Vec<SpanData>) -> OTelSdkResult;
-    fn set_resource(&mut self, resource: &Resource);
-    fn shutdown(&self, timeout: Duration) -> OTelSdkResult;
-}
-
-impl<E: SpanExporter + 'static> DynExporter for E {
-    fn export_blocking(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        futures_executor::block_on(self.export(batch))
-    }
-    fn set_resource(&mut self, resource: &Resource) {
-        SpanExporter::set_resource(self, resource);
-    }
-    fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
-        self.shutdown_with_timeout(timeout)
-    }
-}
-
-impl QueueProcessor {
-    fn start<E: SpanExporter + 'static>(exporter: E, stats: ExportStats) -> Self {
-        let (queue, receiver) = sync_channel(QUEUE_SPANS);
-        let exporter: Arc<Mutex<Box<dyn DynExporter>>> = Arc::new(Mutex::new(Box::new(exporter)));
-        let worker_exporter = Arc::clone(&exporter);
-        let worker_stats = stats.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vigie-trace-export".into())
-            .spawn(move || export_loop(receiver, worker_exporter, worker_stats));
-        if let Err(e) = spawned {
-            tracing::error!(target: "telemetry", error = %e, "cannot start the trace export thread; spans will be dropped");
-        }
-        QueueProcessor {
-            queue,
-            exporter,
-            stats,
-            last_warning: Mutex::new(None),
-        }
-    }
-
-    fn warn_rarely(&self, what: &str) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                target: "telemetry",
-                dropped_queue_full = self.stats.dropped_queue_full.load(Ordering::Relaxed),
-                "{what}"
-            );
-        }
-    }
-}
-
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        match self.queue.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                self.warn_rarely("trace export queue full; dropping spans");
-            }
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        flush(&self.queue, SHUTDOWN_TIMEOUT)
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let flushed = flush(&self.queue, timeout);
-        let exporter = self.exporter.lock().unwrap_or_else(|p| p.into_inner());
-        exporter.shutdown(timeout)?;
-        flushed
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.exporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_resource(resource);
-    }
-}
-
-fn flush(queue: &SyncSender<Message>, timeout: Duration) -> OTelSdkResult {
-    let (done, wait) = sync_channel(1);
-    let deadline = Instant::now() + timeout;
-    // The queue may be full: retry until the flush request fits, bounded.
-    let mut message = Message::Flush(done);
-    loop {
-        match queue.try_send(message) {
-            Ok(()) => break,
-            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                message = m;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(_) => return Err(OTelSdkError::Timeout(timeout)),
-        }
-    }
-    wait.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .map_err(|_| OTelSdkError::Timeout(timeout))
-}
-
-fn export_loop(receiver: Receiver<Message>, exporter: Arc<Mutex<Box<dyn DynExporter>>>, stats: ExportStats) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH_SPANS);
-    let mut batch_started = Instant::now();
-    let mut last_failure_log: Option<Instant> = None;
-    let mut send = |batch: &mut Vec<SpanData>| {
-        if batch.is_empty() {
-            return;
-        }
-        let spans = batch.len() as u64;
-        let result = exporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .export_blocking(std::mem::take(batch));
-        match result {
-            Ok(()) => {
-                stats.exported.fetch_add(spans, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.dropped_export_failed.fetch_add(spans, Ordering::Relaxed);
-                if last_failure_log.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    last_failure_log = Some(Instant::now());
-                    tracing::warn!(
-                        target: "telemetry",
-                        error = %e,
-                        dropped_total = stats.dropped_export_failed.load(Ordering::Relaxed),
-                        "trace export failed; spans dropped"
-                    );
-                }
-            }
-        }
-    };
-    loop {
-        let wait = BATCH_DELAY.saturating_sub(batch_started.elapsed());
-        match receiver.recv_timeout(wait) {
-            Ok(Message::Span(span)) => {
-                if batch.is_empty() {
-                    batch_started = Instant::now();
-                }
-                batch.push(*span);
-                if batch.len() >= BATCH_SPANS {
-                    send(&mut batch);
-                }
-            }
-            Ok(Message::Flush(done)) => {
-                // Everything sent before the flush request is in `batch` or the queue.
-                while let Ok(Message::Span(span)) = receiver.try_recv() {
-                    batch.push(*span);
-                    if batch.len() >= BATCH_SPANS {
-                        send(&mut batch);
-                    }
-                }
-                send(&mut batch);
-                let _ = done.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                send(&mut batch);
-                batch_started = Instant::now();
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                send(&mut batch);
-                return;
-            }
         }
     }
 }
