@@ -15,6 +15,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
+use vigie_telemetry::http::method_label;
 use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
@@ -72,12 +73,13 @@ pub async fn handle(
             .start_with_context(tracer, &parent);
         // Names and attributes cost allocations: only for sampled spans.
         if span.is_recording() {
-            span.update_name(format!("{} proxy", request.method()));
+            let method = method_label(request.method());
+            span.update_name(format!("{method} proxy"));
             span.set_attributes([
-                KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+                KeyValue::new("http.request.method", method),
                 KeyValue::new("url.path", request.uri().path().to_owned()),
                 KeyValue::new("vigie.upstream.color", upstream.color.as_str()),
-                KeyValue::new("vigie.upstream.url", upstream.url.to_string()),
+                KeyValue::new("vigie.upstream.url", upstream.url_attribute.clone()),
             ]);
         }
         parent.with_span(span)

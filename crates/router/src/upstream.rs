@@ -104,6 +104,8 @@ pub struct Health {
 pub struct Upstream {
     pub color: Color,
     pub url: UpstreamUrl,
+    /// `url` as a span attribute value, shared rather than formatted per span.
+    pub url_attribute: opentelemetry::StringValue,
     pub client: HttpClient,
     in_flight: AtomicUsize,
     in_flight_gauge: Gauge,
@@ -136,6 +138,7 @@ impl Upstream {
             .build(connector);
         Upstream {
             color,
+            url_attribute: opentelemetry::StringValue::from(std::sync::Arc::<str>::from(url.to_string())),
             url,
             client,
             in_flight: AtomicUsize::new(0),

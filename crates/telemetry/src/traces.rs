@@ -14,16 +14,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
 use prometheus_client::registry::Registry;
 
+mod propagation;
 mod queue;
+
+pub use propagation::{extract, inject};
 
 use queue::{ExportStats, QueueProcessor};
 pub use queue::{BATCH_DELAY, BATCH_SPANS, QUEUE_SPANS, WARN_EVERY};
@@ -58,8 +59,8 @@ impl TraceIds {
     /// The ids of a sampled span, `None` for an unsampled or invalid one.
     pub fn of(span_context: &SpanContext) -> Option<TraceIds> {
         (span_context.is_valid() && span_context.is_sampled()).then(|| TraceIds {
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
+            trace_id: propagation::hex_string(&span_context.trace_id().to_bytes()),
+            span_id: propagation::hex_string(&span_context.span_id().to_bytes()),
         })
     }
 }
@@ -120,69 +121,7 @@ impl Traces {
     }
 }
 
-/// W3C trace context of `headers`; an absent or malformed `traceparent`
-/// gives an empty context (a new trace starts), never an error.
-pub fn extract(headers: &http::HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
-}
-
-/// Writes the W3C `traceparent` (and `tracestate`) of `cx` into `headers`.
-pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
-    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
-}
-
 /// The ids of the current span of `cx`, when sampled.
 pub fn ids(cx: &Context) -> Option<TraceIds> {
     TraceIds::of(cx.span().span_context())
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
-
-impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_malformed_traceparent_starts_a_new_trace() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("traceparent", http::HeaderValue::from_static("00-zzzz-not-a-trace-01"));
-        let cx = extract(&headers);
-        assert!(!cx.span().span_context().is_valid());
-    }
-
-    #[test]
-    fn a_valid_traceparent_is_continued_and_reinjected() {
-        let mut headers = http::HeaderMap::new();
-        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        headers.insert("traceparent", http::HeaderValue::from_static(parent));
-        let cx = extract(&headers);
-        let ids = ids(&cx).expect("sampled parent");
-        assert_eq!(ids.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(ids.span_id, "00f067aa0ba902b7");
-        let mut out = http::HeaderMap::new();
-        inject(&cx, &mut out);
-        assert_eq!(out["traceparent"], parent);
-    }
 }
