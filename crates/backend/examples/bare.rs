@@ -13,6 +13,10 @@ use vigie_backend::fault::Faults;
 use vigie_backend::{harden, routes, AppState};
 use vigie_telemetry::{Color, Registry};
 
+/// The same allocator as the `vigie` binary, so the comparison is of the layers alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
