@@ -1,6 +1,6 @@
 //! The backend's routes without the telemetry layers (no metrics middleware,
 //! no traces, no request log, no request ids), with everything else the
-//! service has (JSON 404/405, body limit, panic recovery): the baseline of
+//! service has (JSON 404/405, body limit, panic recovery, graceful shutdown): the baseline of
 //! bench/backend.sh.
 //!
 //! `cargo run --release -p vigie-backend --example bare -- 127.0.0.1:3001 /tmp/bare.db`
@@ -36,6 +36,9 @@ async fn main() -> anyhow::Result<()> {
     let app = harden(routes(state, Arc::new(registry), Faults::default()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("bare backend listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    // Graceful shutdown as in `vigie backend`: it costs a little per request.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(vigie_telemetry::shutdown::signal())
+        .await?;
     Ok(())
 }

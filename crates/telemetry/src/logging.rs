@@ -74,8 +74,11 @@ pub fn init<W: Write + Send + 'static>(
     let (lines, writer) =
         BufferedLines::start(writer).map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let static_fields: Vec<(&str, &str)> = static_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // One global filter rather than a per-layer one: per-layer filtering
+    // keeps per-event state in a thread local, a cost on every request.
     tracing_subscriber::registry()
-        .with(JsonLayer::new(lines.clone(), &static_fields).with_filter(filter))
+        .with(filter)
+        .with(JsonLayer::new(lines.clone(), &static_fields))
         .try_init()
         .map_err(|e| format!("a logger is already installed: {e}"))?;
     Ok(LogGuard { lines, _writer: writer })

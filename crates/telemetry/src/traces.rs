@@ -21,8 +21,11 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
 use prometheus_client::registry::Registry;
 
+mod otlp;
 mod propagation;
 mod queue;
+
+use otlp::{OtlpConfig, OtlpExporter};
 
 pub use propagation::{extract, inject};
 
@@ -77,15 +80,15 @@ impl Traces {
         let stats = ExportStats::default();
         registry.register_collector(Box::new(stats.clone()));
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let sdk_disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let Some(endpoint) = endpoint.filter(|_| !sdk_disabled) else {
+        if sdk_disabled {
+            return Ok(Traces::disabled());
+        }
+        let Some(config) = OtlpConfig::from_env(env)? else {
             return Ok(Traces::disabled());
         };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-            .map_err(|e| format!("cannot set up OTLP export to {endpoint}: {e}"))?;
+        let endpoint = config.endpoint.clone();
+        let exporter = OtlpExporter::new(config);
         let mut resource = Resource::builder_empty()
             .with_service_name(service.to_owned())
             .with_attributes(attributes)

@@ -354,7 +354,9 @@ async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
         (r.status() == 503).then_some(())
     })
     .await;
-    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &["--deploy-timeout", "1s"]);
+    // Long enough that a loaded machine still completes checks: each one
+    // answers 503 at once, so the refusal names it.
+    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &["--deploy-timeout", "4s"]);
     let (status, body) = router.switch_to("green").await;
     assert_eq!(status, 409, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| m.contains("503")), "{body}");
