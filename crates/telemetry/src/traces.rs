@@ -110,6 +110,13 @@ impl Traces {
         })
     }
 
+    /// Checks the `OTEL_EXPORTER_OTLP_*` environment without starting
+    /// anything: a service calls it before it starts, to refuse a setting
+    /// that cannot work as a configuration error.
+    pub fn check_env() -> Result<(), String> {
+        OtlpConfig::from_env(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty())).map(|_| ())
+    }
+
     pub fn tracer(&self) -> Option<&Tracer> {
         self.inner.as_deref().map(|e| &e.tracer)
     }

@@ -55,6 +55,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The OTEL_* variables are configuration too: a bad one exits 2 like a bad flag.
+    if matches!(cli.command, Command::Backend(_) | Command::Router(_)) {
+        if let Err(e) = vigie_telemetry::traces::Traces::check_env() {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Backend(config) => vigie_backend::run(config).await,

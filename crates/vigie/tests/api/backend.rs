@@ -530,7 +530,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
     };
     /// (arguments, environment, text the error must contain)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
         (&["backend", "--color", "red"], &[], "red"),
         (
             &["backend", "--color", "blue", "--fault-error-rate", "1.5"],
@@ -543,6 +543,19 @@ fn bad_configuration_exits_2_with_a_clear_message() {
             "invalid log filter",
         ),
         (&["backend", "--color", "blue", "--listen", "nowhere"], &[], "nowhere"),
+        (
+            &["backend", "--color", "blue", "--listen", "127.0.0.1:0"],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4318")],
+            "https is not supported",
+        ),
+        (
+            &["router", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ],
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
     ];
     for (args, envs, needle) in cases {
         let output = run(args, envs);
