@@ -7,11 +7,12 @@
 //! request log nor hide in the API's series (dashboards select `/api/.*`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -21,12 +22,12 @@ use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use tower::{Layer, Service};
@@ -44,45 +45,15 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: Cow<'static, str>,
-    pub route: RouteLabel,
+    pub route: Cow<'static, str>,
     pub status: Cow<'static, str>,
 }
 
-/// The `route` label: axum's matched route template, shared rather than
-/// copied per request, or [`UNMATCHED_ROUTE`].
-#[derive(Clone, Debug)]
-pub enum RouteLabel {
-    Matched(MatchedPath),
-    Unmatched,
-}
-
-impl RouteLabel {
-    pub fn as_str(&self) -> &str {
-        match self {
-            RouteLabel::Matched(path) => path.as_str(),
-            RouteLabel::Unmatched => UNMATCHED_ROUTE,
-        }
-    }
-}
-
-impl PartialEq for RouteLabel {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for RouteLabel {}
-
-impl Hash for RouteLabel {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl EncodeLabelValue for RouteLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
-    }
+/// The route label of a request: axum's matched route template, copied
+/// (an `Arc` clone would bounce its counter between cores on every
+/// request), or [`UNMATCHED_ROUTE`].
+pub fn route_label(matched: Option<&MatchedPath>) -> Cow<'static, str> {
+    matched.map_or(Cow::Borrowed(UNMATCHED_ROUTE), |p| Cow::Owned(p.as_str().to_owned()))
 }
 
 /// The method as a label value; the standard ones without an allocation.
@@ -138,9 +109,56 @@ pub struct TraceExemplar {
 /// of sampled requests as exemplar), `http_requests_in_flight`.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
+    /// Tells apart the metrics of two servers in one process in [`HANDLES`].
+    id: u64,
     requests: Family<HttpLabels, Counter>,
     duration: Family<HttpLabels, HistogramWithExemplars<TraceExemplar>>,
-    in_flight: Gauge,
+    in_flight: InFlight,
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+type SeriesHandles = (Counter, HistogramWithExemplars<TraceExemplar>);
+
+thread_local! {
+    /// Per thread, the series already looked up: a request takes no lock of
+    /// the metric families (their lock words would bounce between cores).
+    static HANDLES: RefCell<HashMap<(u64, HttpLabels), SeriesHandles>> = RefCell::new(HashMap::new());
+}
+
+/// `http_requests_in_flight`, kept in per-thread shards summed at scrape
+/// time: one shared counter would be written by every core twice per request.
+#[derive(Clone, Debug, Default)]
+struct InFlight(Arc<[Shard; IN_FLIGHT_SHARDS]>);
+
+const IN_FLIGHT_SHARDS: usize = 16;
+
+/// One shard on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicI64);
+
+impl InFlight {
+    fn shard(&self) -> &AtomicI64 {
+        static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS;
+        }
+        &self.0[SHARD.with(|s| *s)].0
+    }
+
+    fn get(&self) -> i64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl EncodeMetric for InFlight {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.get())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
 }
 
 pub fn latency_histogram() -> Histogram {
@@ -163,7 +181,8 @@ impl HttpMetrics {
         let metrics = HttpMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram_with_exemplars),
-            in_flight: Gauge::default(),
+            in_flight: InFlight::default(),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
         };
         registry.register("http_requests", "HTTP requests served", metrics.requests.clone());
         registry.register_with_unit(
@@ -181,12 +200,26 @@ impl HttpMetrics {
     }
 
     /// Counts and times one request; `trace` becomes the bucket's exemplar.
-    pub fn observe(&self, labels: &HttpLabels, seconds: f64, trace: Option<&TraceIds>) {
-        self.requests.get_or_create(labels).inc();
+    pub fn observe(&self, labels: HttpLabels, seconds: f64, trace: Option<&TraceIds>) {
         let exemplar = trace.map(|t| TraceExemplar {
             trace_id: t.trace_id.clone(),
         });
-        self.duration.get_or_create(labels).observe(seconds, exemplar, None);
+        HANDLES.with(|handles| {
+            let mut handles = handles.borrow_mut();
+            let key = (self.id, labels);
+            let (requests, duration) = match handles.get(&key) {
+                Some(found) => found,
+                None => {
+                    let found = (
+                        self.requests.get_or_create(&key.1).clone(),
+                        self.duration.get_or_create(&key.1).clone(),
+                    );
+                    handles.entry(key).or_insert(found)
+                }
+            };
+            requests.inc();
+            duration.observe(seconds, exemplar, None);
+        });
     }
 }
 
@@ -204,15 +237,18 @@ fn is_probe(route: &str) -> bool {
 /// A hand-written service rather than `axum::middleware::from_fn`: that one
 /// clones the boxed inner service and boxes two futures per request, a
 /// measurable share of a small request's cost.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TrackLayer {
-    telemetry: Arc<HttpTelemetry>,
+    /// Shared for the life of the process (one per server): a reference,
+    /// where an `Arc` would have every request bounce its counter between
+    /// cores.
+    telemetry: &'static HttpTelemetry,
 }
 
 impl TrackLayer {
     pub fn new(telemetry: HttpTelemetry) -> Self {
         TrackLayer {
-            telemetry: Arc::new(telemetry),
+            telemetry: Box::leak(Box::new(telemetry)),
         }
     }
 }
@@ -222,7 +258,7 @@ impl<S> Layer<S> for TrackLayer {
     fn layer(&self, inner: S) -> Track<S> {
         Track {
             inner,
-            telemetry: Arc::clone(&self.telemetry),
+            telemetry: self.telemetry,
         }
     }
 }
@@ -231,7 +267,7 @@ impl<S> Layer<S> for TrackLayer {
 #[derive(Clone, Debug)]
 pub struct Track<S> {
     inner: S,
-    telemetry: Arc<HttpTelemetry>,
+    telemetry: &'static HttpTelemetry,
 }
 
 impl<S> Service<Request> for Track<S>
@@ -249,46 +285,40 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let start = Instant::now();
-        let telemetry = Arc::clone(&self.telemetry);
+        let telemetry = self.telemetry;
         let request_id = request_id::accept_or_generate(request.headers().get(request_id::HEADER));
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(RouteLabel::Unmatched, |p| RouteLabel::Matched(p.clone()));
+        let route = route_label(request.extensions().get::<MatchedPath>());
         let method = method_label(request.method());
         // A cheap clone (shared bytes) for the log line, not a copy.
         let uri = request.uri().clone();
         // Probes and scrapes are not traced: a span every few seconds per
         // instance would bury the requests worth looking at.
-        let cx = telemetry
-            .traces
-            .tracer()
-            .filter(|_| !is_probe(route.as_str()))
-            .map(|tracer| {
-                let parent = traces::extract(request.headers());
-                let mut span = tracer
-                    .span_builder(traces::SPAN_NAME_PENDING)
-                    .with_kind(SpanKind::Server)
-                    .start_with_context(tracer, &parent);
-                // Names and attributes cost allocations: only for sampled spans.
-                if span.is_recording() {
-                    span.update_name(format!("{method} {}", route.as_str()));
-                    span.set_attributes([
-                        KeyValue::new("http.request.method", method.clone()),
-                        KeyValue::new("http.route", route.as_str().to_owned()),
-                        KeyValue::new("url.path", uri.path().to_owned()),
-                    ]);
-                }
-                parent.with_span(span)
-            });
+        let cx = telemetry.traces.tracer().filter(|_| !is_probe(&route)).map(|tracer| {
+            let parent = traces::extract(request.headers());
+            let mut span = tracer
+                .span_builder(traces::SPAN_NAME_PENDING)
+                .with_kind(SpanKind::Server)
+                .start_with_context(tracer, &parent);
+            // Names and attributes cost allocations: only for sampled spans.
+            if span.is_recording() {
+                span.update_name(format!("{method} {route}"));
+                span.set_attributes([
+                    KeyValue::new("http.request.method", method.clone()),
+                    KeyValue::new("http.route", route.clone()),
+                    KeyValue::new("url.path", uri.path().to_owned()),
+                ]);
+            }
+            parent.with_span(span)
+        });
         // Only a sampled span becomes the current context of the handler (for
         // its child spans): attaching a context costs on every poll.
         let sampled = cx.as_ref().filter(|cx| cx.span().span_context().is_sampled()).cloned();
         let response = self.inner.call(request);
         Box::pin(async move {
-            telemetry.metrics.in_flight.inc();
+            let in_flight = telemetry.metrics.in_flight.shard();
+            in_flight.fetch_add(1, Ordering::Relaxed);
             // Decrements even if the client goes away and the future is dropped.
-            let _in_flight = InFlightGuard(&telemetry.metrics.in_flight);
+            let _in_flight = InFlightGuard(in_flight);
             let mut response = match sampled {
                 Some(sampled) => response.with_context(sampled).await,
                 None => response.await,
@@ -310,7 +340,6 @@ where
                 route,
                 status: status_label(status),
             };
-            telemetry.metrics.observe(&labels, elapsed.as_secs_f64(), ids.as_ref());
             log_request(
                 &labels,
                 uri.path(),
@@ -319,6 +348,7 @@ where
                 request_id.to_str().unwrap_or_default(),
                 ids.as_ref(),
             );
+            telemetry.metrics.observe(labels, elapsed.as_secs_f64(), ids.as_ref());
             response.headers_mut().insert(request_id::HEADER, request_id);
             Ok(response)
         })
@@ -341,14 +371,14 @@ fn log_request(
         ($level:expr) => {
             tracing::event!(
                 target: "http", $level,
-                method = labels.method.as_ref(), route = labels.route.as_str(), path,
+                method = labels.method.as_ref(), route = labels.route.as_ref(), path,
                 status, duration_ms, request_id,
                 trace_id, span_id,
                 "request"
             )
         };
     }
-    if is_probe(labels.route.as_str()) {
+    if is_probe(&labels.route) {
         log_at!(tracing::Level::DEBUG);
     } else if status >= 500 {
         log_at!(tracing::Level::ERROR);
@@ -359,10 +389,97 @@ fn log_request(
     }
 }
 
-struct InFlightGuard<'a>(&'a Gauge);
+struct InFlightGuard<'a>(&'a AtomicI64);
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+        out
+    }
+
+    fn labels(route: &'static str, status: u16) -> HttpLabels {
+        HttpLabels {
+            method: method_label(&http::Method::GET),
+            route: Cow::Borrowed(route),
+            status: status_label(status),
+        }
+    }
+
+    #[test]
+    fn two_servers_in_one_process_count_apart_through_the_handle_cache() {
+        let (mut first, mut second) = (Registry::default(), Registry::default());
+        let a = HttpMetrics::register(&mut first);
+        let b = HttpMetrics::register(&mut second);
+        for _ in 0..3 {
+            a.observe(labels("/api/info", 200), 0.002, None);
+        }
+        b.observe(labels("/api/info", 200), 0.002, None);
+        b.observe(labels("/api/info", 404), 0.002, None);
+        let (first, second) = (text(&first), text(&second));
+        assert!(
+            first.contains(r#"http_requests_total{method="GET",route="/api/info",status="200"} 3"#),
+            "{first}"
+        );
+        assert!(!first.contains(r#"status="404""#), "{first}");
+        assert!(
+            second.contains(r#"http_requests_total{method="GET",route="/api/info",status="200"} 1"#),
+            "{second}"
+        );
+        assert!(
+            second.contains(r#"http_requests_total{method="GET",route="/api/info",status="404"} 1"#),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn a_sampled_request_leaves_its_trace_id_as_exemplar() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        let ids = TraceIds {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+        };
+        metrics.observe(labels("/api/tasks", 201), 0.0042, Some(&ids));
+        let text = text(&registry);
+        assert!(
+            text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.0042"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn in_flight_shards_add_up_across_threads() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        let in_flight = metrics.in_flight.clone();
+        // Raised on some threads and lowered on others, as a request whose
+        // future moves between worker threads does.
+        let raised: Vec<_> = (0..20)
+            .map(|_| {
+                let in_flight = in_flight.clone();
+                std::thread::spawn(move || in_flight.shard().fetch_add(1, Ordering::Relaxed))
+            })
+            .collect();
+        raised.into_iter().for_each(|t| drop(t.join()));
+        assert_eq!(in_flight.get(), 20);
+        assert!(text(&registry).contains("http_requests_in_flight 20"));
+        let lowered: Vec<_> = (0..15)
+            .map(|_| {
+                let in_flight = in_flight.clone();
+                std::thread::spawn(move || in_flight.shard().fetch_sub(1, Ordering::Relaxed))
+            })
+            .collect();
+        lowered.into_iter().for_each(|t| drop(t.join()));
+        assert!(text(&registry).contains("# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight 5\n"));
     }
 }
