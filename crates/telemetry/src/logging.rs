@@ -236,15 +236,21 @@ fn push_json_str(line: &mut String, text: &str) {
 /// plain characters at once.
 fn push_escaped(line: &mut String, text: &str) {
     let bytes = text.as_bytes();
-    // Most values need no escaping: skip over them 8 bytes at a time.
+    // Most values need no escaping: check them 8 bytes at a time (the last
+    // chunk padded with a plain byte) and copy them at once.
     let mut scan_from = 0;
-    while let Some(chunk) = bytes.get(scan_from..scan_from + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    while scan_from < bytes.len() {
+        let chunk = &bytes[scan_from..bytes.len().min(scan_from + 8)];
+        let mut word = [b'a'; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
         if needs_escape(u64::from_le_bytes(word)) {
             break;
         }
         scan_from += 8;
+    }
+    if scan_from >= bytes.len() {
+        line.push_str(text);
+        return;
     }
     let mut plain_from = 0;
     for (at, byte) in bytes.iter().enumerate().skip(scan_from) {
