@@ -65,8 +65,11 @@ pub async fn handle(
     // The proxy span continues an incoming W3C traceparent; the upstream
     // request carries this span as its parent. With tracing off, an incoming
     // traceparent passes through untouched.
-    let trace = proxy.traces.tracer().map(|tracer| {
+    // A request whose incoming parent is unsampled gets no span (the
+    // sampler follows the parent): its traceparent passes through as is.
+    let trace = proxy.traces.tracer().and_then(|_| {
         let parent = traces::extract(request.headers());
+        let tracer = proxy.traces.tracer_for(&parent)?;
         let mut span = tracer
             .span_builder(traces::SPAN_NAME_PENDING)
             .with_kind(SpanKind::Server)
@@ -82,7 +85,7 @@ pub async fn handle(
                 KeyValue::new("vigie.upstream.url", upstream.url_attribute.clone()),
             ]);
         }
-        parent.with_span(span)
+        Some(parent.with_span(span))
     });
     let mut exchange = Exchange {
         start: Instant::now(),

@@ -293,8 +293,10 @@ where
         let uri = request.uri().clone();
         // Probes and scrapes are not traced: a span every few seconds per
         // instance would bury the requests worth looking at.
-        let cx = telemetry.traces.tracer().filter(|_| !is_probe(&route)).map(|tracer| {
+        let traces = Some(&telemetry.traces).filter(|t| t.tracer().is_some() && !is_probe(&route));
+        let cx = traces.and_then(|traces| {
             let parent = traces::extract(request.headers());
+            let tracer = traces.tracer_for(&parent)?;
             let mut span = tracer
                 .span_builder(traces::SPAN_NAME_PENDING)
                 .with_kind(SpanKind::Server)
@@ -308,7 +310,7 @@ where
                     KeyValue::new("url.path", uri.path().to_owned()),
                 ]);
             }
-            parent.with_span(span)
+            Some(parent.with_span(span))
         });
         // Only a sampled span becomes the current context of the handler (for
         // its child spans): attaching a context costs on every poll.

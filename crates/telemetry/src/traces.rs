@@ -49,6 +49,8 @@ pub struct Traces {
 struct Enabled {
     provider: SdkTracerProvider,
     tracer: Tracer,
+    /// The sampler follows the parent's decision (`parentbased_*`, the default).
+    parent_based: bool,
 }
 
 /// The ids of the span that served a request, for log lines and exemplars.
@@ -104,9 +106,18 @@ impl Traces {
             .with_span_processor(QueueProcessor::start(exporter, stats))
             .build();
         let tracer = provider.tracer("vigie");
+        // The SDK's default sampler, and the one it falls back to on an
+        // unknown name, is parentbased_always_on.
+        let parent_based = env("OTEL_TRACES_SAMPLER").is_none_or(|name| {
+            name.starts_with("parentbased_") || !["always_on", "always_off", "traceidratio"].contains(&name.trim())
+        });
         tracing::info!(target: "telemetry", endpoint = %endpoint, "trace export on");
         Ok(Traces {
-            inner: Some(Arc::new(Enabled { provider, tracer })),
+            inner: Some(Arc::new(Enabled {
+                provider,
+                tracer,
+                parent_based,
+            })),
         })
     }
 
@@ -121,6 +132,15 @@ impl Traces {
         self.inner.as_deref().map(|e| &e.tracer)
     }
 
+    /// The tracer for a request whose incoming W3C context is `parent`, or
+    /// `None` when the request will not be sampled because its parent was
+    /// not and the sampler follows the parent: such a request then costs no
+    /// span at all (the SDK would build one only to drop it).
+    pub fn tracer_for(&self, parent: &Context) -> Option<&Tracer> {
+        let enabled = self.inner.as_deref()?;
+        (!(enabled.parent_based && is_unsampled(parent))).then_some(&enabled.tracer)
+    }
+
     /// Flushes queued spans, bounded by [`SHUTDOWN_TIMEOUT`].
     pub fn shutdown(&self) {
         if let Some(enabled) = &self.inner {
@@ -131,7 +151,44 @@ impl Traces {
     }
 }
 
+/// Whether `cx` holds a valid span context that is not sampled.
+fn is_unsampled(cx: &Context) -> bool {
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid() && !context.is_sampled()
+}
+
 /// The ids of the current span of `cx`, when sampled.
 pub fn ids(cx: &Context) -> Option<TraceIds> {
     TraceIds::of(cx.span().span_context())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent(traceparent: &'static str) -> Context {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", http::HeaderValue::from_static(traceparent));
+        extract(&headers)
+    }
+
+    #[test]
+    fn only_a_valid_unsampled_parent_counts_as_unsampled() {
+        assert!(is_unsampled(&parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        )));
+        assert!(!is_unsampled(&parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        )));
+        assert!(!is_unsampled(&parent("00-zzzz-not-a-trace-00")));
+        assert!(!is_unsampled(&Context::new()));
+    }
+
+    #[test]
+    fn without_export_there_is_no_tracer_for_any_request() {
+        let off = Traces::disabled();
+        assert!(off.tracer_for(&Context::new()).is_none());
+        assert!(off.tracer().is_none());
+    }
 }

@@ -307,7 +307,12 @@ async fn the_router_continues_an_incoming_traceparent() {
     let dir = TempDir::new("trace-router-parent");
     let blue = backend_with_env(&dir, &[], &[]);
     let router = router_to(&blue, &dir, &otel);
+    // First an unsampled parent: the router follows its decision and
+    // exports nothing for it (sent first, so a span of it would arrive no
+    // later than the others).
+    let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
     for traceparent in [
+        format!("00-{unsampled_trace}-{PARENT_SPAN}-00"),
         format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"),
         "not-a-traceparent".to_owned(),
     ] {
@@ -335,5 +340,9 @@ async fn the_router_continues_an_incoming_traceparent() {
             .iter()
             .any(|s| s.trace_id != PARENT_TRACE && s.parent_span_id.is_empty()),
         "{spans:?}"
+    );
+    assert!(
+        receiver.spans().iter().all(|s| s.trace_id != unsampled_trace),
+        "a span of the unsampled trace was exported"
     );
 }
