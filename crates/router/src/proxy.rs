@@ -320,9 +320,9 @@ struct Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed().as_secs_f64();
+        let duration = self.start.elapsed();
+        let elapsed = duration.as_secs_f64();
         self.proxy.metrics.observe_request(self.color, self.status, elapsed);
-        let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;
         let ids = self.trace.as_ref().and_then(|cx| {
             let span = cx.span();
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(self.status)));
@@ -339,15 +339,34 @@ impl Drop for Exchange {
         // Plain &str fields take the logger's fast path (no fmt machinery);
         // an Option field is left out of the line when None.
         let error = self.error.as_deref();
+        let request_id = self.request_id.to_str().unwrap_or_default();
         macro_rules! log {
             ($level:expr) => {
-                tracing::event!(
-                    target: "http", $level,
-                    method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
-                    request_id = self.request_id.to_str().unwrap_or_default(), upstream_color = self.color.as_str(), error,
-                    trace_id, span_id,
-                    "request"
-                )
+                if !tracing::enabled!(target: "http", $level) {
+                } else if vigie_telemetry::logging::direct_enabled() {
+                    // The same line as the event below, without `tracing`'s
+                    // per-field dispatch.
+                    vigie_telemetry::logging::write_line($level, "http", "request", |f| {
+                        f.str("method", self.method.as_str())
+                            .str("path", &self.path)
+                            .u64("status", u64::from(self.status))
+                            .millis("duration_ms", duration)
+                            .str("request_id", request_id)
+                            .str("upstream_color", self.color.as_str())
+                            .opt_str("error", error)
+                            .opt_str("trace_id", trace_id)
+                            .opt_str("span_id", span_id);
+                    });
+                } else {
+                    let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;
+                    tracing::event!(
+                        target: "http", $level,
+                        method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
+                        request_id, upstream_color = self.color.as_str(), error,
+                        trace_id, span_id,
+                        "request"
+                    )
+                }
             };
         }
         match self.status {

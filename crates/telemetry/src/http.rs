@@ -368,16 +368,32 @@ fn log_request(
 ) {
     let trace_id = ids.map(|i| i.trace_id.as_str());
     let span_id = ids.map(|i| i.span_id.as_str());
-    let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     macro_rules! log_at {
         ($level:expr) => {
-            tracing::event!(
-                target: "http", $level,
-                method = labels.method.as_ref(), route = labels.route.as_ref(), path,
-                status, duration_ms, request_id,
-                trace_id, span_id,
-                "request"
-            )
+            if !tracing::enabled!(target: "http", $level) {
+            } else if crate::logging::direct_enabled() {
+                // The same line as the event below, without `tracing`'s
+                // per-field dispatch: about half the cost of a request's log.
+                crate::logging::write_line($level, "http", "request", |f| {
+                    f.str("method", &labels.method)
+                        .str("route", &labels.route)
+                        .str("path", path)
+                        .u64("status", u64::from(status))
+                        .millis("duration_ms", elapsed)
+                        .str("request_id", request_id)
+                        .opt_str("trace_id", trace_id)
+                        .opt_str("span_id", span_id);
+                });
+            } else {
+                let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+                tracing::event!(
+                    target: "http", $level,
+                    method = labels.method.as_ref(), route = labels.route.as_ref(), path,
+                    status, duration_ms, request_id,
+                    trace_id, span_id,
+                    "request"
+                )
+            }
         };
     }
     if is_probe(&labels.route) {

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::OnceLock;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -76,12 +77,130 @@ pub fn init<W: Write + Send + 'static>(
     let static_fields: Vec<(&str, &str)> = static_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // One global filter rather than a per-layer one: per-layer filtering
     // keeps per-event state in a thread local, a cost on every request.
+    let layer = JsonLayer::new(lines.clone(), &static_fields);
+    let direct = DirectSink {
+        lines: lines.clone(),
+        static_fields: layer.static_fields.clone(),
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(lines.clone(), &static_fields))
+        .with(layer)
         .try_init()
         .map_err(|e| format!("a logger is already installed: {e}"))?;
+    // Only the first logger of the process is installed, so this is set once.
+    let _ = DIRECT.set(direct);
     Ok(LogGuard { lines, _writer: writer })
+}
+
+/// Where [`write_line`] writes: the installed logger's sink and fields.
+struct DirectSink {
+    lines: BufferedLines,
+    static_fields: String,
+}
+
+static DIRECT: OnceLock<DirectSink> = OnceLock::new();
+
+/// Whether [`write_line`] can write: [`init`] installed the logger.
+pub fn direct_enabled() -> bool {
+    DIRECT.get().is_some()
+}
+
+/// Writes one line in the format of the JSON layer without going through
+/// `tracing`'s per-field dynamic dispatch: for the line every request
+/// writes. The caller checks the level first (`tracing::enabled!`), and
+/// uses `tracing` when [`direct_enabled`] is false. Keys must be plain
+/// (no character JSON escapes): they are written as they are.
+pub fn write_line(level: tracing::Level, target: &str, msg: &str, fields: impl FnOnce(&mut LineFields<'_>)) {
+    let Some(sink) = DIRECT.get() else {
+        return;
+    };
+    BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+        Ok(mut buffers) => write_direct(sink, &mut buffers, level, target, msg, fields),
+        Err(_) => write_direct(sink, &mut LineBuffers::default(), level, target, msg, fields),
+    });
+}
+
+fn write_direct(
+    sink: &DirectSink,
+    buffers: &mut LineBuffers,
+    level: tracing::Level,
+    target: &str,
+    msg: &str,
+    fields: impl FnOnce(&mut LineFields<'_>),
+) {
+    format_line(buffers, &sink.static_fields, &level, target, msg, fields);
+    sink.lines.push(buffers.line.as_bytes());
+}
+
+/// Renders a direct line into `buffers.line`.
+fn format_line(
+    buffers: &mut LineBuffers,
+    static_fields: &str,
+    level: &tracing::Level,
+    target: &str,
+    msg: &str,
+    fields: impl FnOnce(&mut LineFields<'_>),
+) {
+    let line = &mut buffers.line;
+    line.clear();
+    line.push_str("{\"ts\":\"");
+    push_timestamp(line, &mut buffers.second, std::time::SystemTime::now());
+    line.push_str("\",\"level\":\"");
+    line.push_str(level_name(level));
+    line.push_str("\",\"msg\":");
+    push_json_str(line, msg);
+    push_key(line, "target");
+    push_json_str(line, target);
+    line.push_str(static_fields);
+    fields(&mut LineFields { line });
+    line.push_str("}\n");
+}
+
+/// The fields of a [`write_line`] line, in the order they are added.
+pub struct LineFields<'a> {
+    line: &'a mut String,
+}
+
+impl LineFields<'_> {
+    fn key(&mut self, key: &str) {
+        debug_assert!(!key.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'), "{key}");
+        self.line.push_str(",\"");
+        self.line.push_str(key);
+        self.line.push_str("\":");
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        push_json_str(self.line, value);
+        self
+    }
+
+    /// Left out when `None`, as the JSON layer leaves out an empty `Option`.
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+        self
+    }
+
+    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        self.line.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    /// A duration as milliseconds with three decimals (microseconds).
+    pub fn millis(&mut self, key: &str, value: std::time::Duration) -> &mut Self {
+        self.key(key);
+        let micros = value.as_micros();
+        self.line.push_str(itoa::Buffer::new().format(micros / 1000));
+        self.line.push('.');
+        let fraction = (micros % 1000) as u16;
+        for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+            self.line.push(char::from(b'0' + digit as u8));
+        }
+        self
+    }
 }
 
 /// Formats each event as one JSON line.
@@ -410,6 +529,58 @@ mod tests {
 
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn a_direct_line_reads_like_the_json_layer_line_of_the_same_event() {
+        let capture = crate::log_writer::MemorySink::default();
+        let sink = capture.clone();
+        let layer = JsonLayer::new(move || sink.clone(), &[("service", "svc"), ("color", "blue")]);
+        let static_fields = layer.static_fields.clone();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let path = "/api/t\"a\\sks\u{1}é";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                target: "http",
+                method = "GET",
+                path,
+                status = 404u16,
+                duration_ms = 12.345,
+                request_id = "abc",
+                trace_id = None::<&str>,
+                "request"
+            );
+        });
+        let through_tracing = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf8");
+        let mut buffers = LineBuffers::default();
+        format_line(
+            &mut buffers,
+            &static_fields,
+            &tracing::Level::WARN,
+            "http",
+            "request",
+            |f| {
+                f.str("method", "GET")
+                    .str("path", path)
+                    .u64("status", 404)
+                    .millis("duration_ms", std::time::Duration::from_micros(12_345))
+                    .str("request_id", "abc")
+                    .opt_str("trace_id", None);
+            },
+        );
+        let without_ts = |line: &str| {
+            let mut value: Value = serde_json::from_str(line.trim_end()).expect("json line");
+            value.as_object_mut().expect("object").remove("ts");
+            serde_json::to_string(&value).expect("serialize")
+        };
+        assert_eq!(without_ts(&buffers.line), without_ts(&through_tracing));
+        assert!(buffers.line.ends_with("}\n"));
+        let mut zero = LineBuffers::default();
+        format_line(&mut zero, "", &tracing::Level::INFO, "t", "m", |f| {
+            f.millis("a", std::time::Duration::ZERO)
+                .millis("b", std::time::Duration::from_micros(7_000_001));
+        });
+        assert!(zero.line.contains(r#""a":0.000,"b":7000.001}"#), "{}", zero.line);
+    }
 
     #[test]
     fn writes_one_json_object_per_event_with_required_fields() {
