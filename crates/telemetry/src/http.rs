@@ -56,9 +56,14 @@ pub fn route_label(matched: Option<&MatchedPath>) -> Cow<'static, str> {
     matched.map_or(Cow::Borrowed(UNMATCHED_ROUTE), |p| Cow::Owned(p.as_str().to_owned()))
 }
 
-/// The method as a label value; the standard ones without an allocation.
+/// The label value for a method a client made up: with the method as is, any
+/// client could add series without end (OpenTelemetry's convention).
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// The method as a label value: the standard ones by name, any other as
+/// [`OTHER_METHOD`], so the label stays bounded.
 pub fn method_label(method: &http::Method) -> Cow<'static, str> {
-    const STANDARD: [(http::Method, &str); 7] = [
+    const STANDARD: [(http::Method, &str); 9] = [
         (http::Method::GET, "GET"),
         (http::Method::POST, "POST"),
         (http::Method::PUT, "PUT"),
@@ -66,12 +71,15 @@ pub fn method_label(method: &http::Method) -> Cow<'static, str> {
         (http::Method::DELETE, "DELETE"),
         (http::Method::HEAD, "HEAD"),
         (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::CONNECT, "CONNECT"),
+        (http::Method::TRACE, "TRACE"),
     ];
-    STANDARD
-        .iter()
-        .find(|(m, _)| m == method)
-        .map(|(_, name)| Cow::Borrowed(*name))
-        .unwrap_or_else(|| Cow::Owned(method.as_str().to_owned()))
+    Cow::Borrowed(
+        STANDARD
+            .iter()
+            .find(|(m, _)| m == method)
+            .map_or(OTHER_METHOD, |(_, name)| *name),
+    )
 }
 
 /// The status code as a label value; the common ones without an allocation.
@@ -169,7 +177,7 @@ pub fn latency_histogram_with_exemplars() -> HistogramWithExemplars<TraceExempla
     HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
 }
 
-/// What [`track`] needs: the metrics and the process' tracing.
+/// What [`TrackLayer`] needs: the metrics and the process' tracing.
 #[derive(Clone, Debug)]
 pub struct HttpTelemetry {
     pub metrics: HttpMetrics,
@@ -289,6 +297,8 @@ where
         let request_id = request_id::accept_or_generate(request.headers().get(request_id::HEADER));
         let route = route_label(request.extensions().get::<MatchedPath>());
         let method = method_label(request.method());
+        // The log line keeps a made-up method as it came (a line is no series).
+        let raw_method = (method == OTHER_METHOD).then(|| request.method().clone());
         // A cheap clone (shared bytes) for the log line, not a copy.
         let uri = request.uri().clone();
         // Probes and scrapes are not traced: a span every few seconds per
@@ -344,6 +354,7 @@ where
             };
             log_request(
                 &labels,
+                raw_method.as_ref().map_or(&labels.method, |m| m.as_str()),
                 uri.path(),
                 status,
                 elapsed,
@@ -360,6 +371,7 @@ where
 /// The request's log line: debug for probes, error for 5xx, warn for 4xx.
 fn log_request(
     labels: &HttpLabels,
+    method: &str,
     path: &str,
     status: u16,
     elapsed: Duration,
@@ -375,7 +387,7 @@ fn log_request(
                 // The same line as the event below, without `tracing`'s
                 // per-field dispatch: about half the cost of a request's log.
                 crate::logging::write_line($level, "http", "request", |f| {
-                    f.str("method", &labels.method)
+                    f.str("method", method)
                         .str("route", &labels.route)
                         .str("path", path)
                         .u64("status", u64::from(status))
@@ -388,7 +400,7 @@ fn log_request(
                 let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
                 tracing::event!(
                     target: "http", $level,
-                    method = labels.method.as_ref(), route = labels.route.as_ref(), path,
+                    method, route = labels.route.as_ref(), path,
                     status, duration_ms, request_id,
                     trace_id, span_id,
                     "request"
@@ -457,6 +469,15 @@ mod tests {
             second.contains(r#"http_requests_total{method="GET",route="/api/info",status="404"} 1"#),
             "{second}"
         );
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label_value() {
+        for method in ["FOO123", "PROPFIND", "get"] {
+            let method = http::Method::from_bytes(method.as_bytes()).expect("token");
+            assert_eq!(method_label(&method), OTHER_METHOD);
+        }
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
     }
 
     #[test]

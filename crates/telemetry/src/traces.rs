@@ -125,7 +125,11 @@ impl Traces {
     /// anything: a service calls it before it starts, to refuse a setting
     /// that cannot work as a configuration error.
     pub fn check_env() -> Result<(), String> {
-        OtlpConfig::from_env(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty())).map(|_| ())
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(());
+        }
+        OtlpConfig::from_env(env).map(|_| ())
     }
 
     pub fn tracer(&self) -> Option<&Tracer> {

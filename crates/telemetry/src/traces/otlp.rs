@@ -41,22 +41,29 @@ impl OtlpConfig {
                 .map(|v| (specific, v))
                 .or_else(|| env(name).map(|v| (name.to_owned(), v)))
         };
-        let endpoint = match (
+        let (endpoint_var, endpoint) = match (
             env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         ) {
-            (Some(traces), _) => traces,
-            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (Some(traces), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces),
+            (None, Some(base)) => (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("{}/v1/traces", base.trim_end_matches('/')),
+            ),
             (None, None) => return Ok(None),
         };
         match endpoint.parse::<http::Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
             Ok(uri) if uri.scheme_str() == Some("https") => {
                 return Err(format!(
-                    "OTLP endpoint {endpoint:?}: https is not supported; send to a collector over http"
+                    "{endpoint_var}: OTLP endpoint {endpoint:?}: https is not supported; send to a collector over http"
                 ))
             }
-            _ => return Err(format!("OTLP endpoint {endpoint:?} is not an http:// URL")),
+            _ => {
+                return Err(format!(
+                    "{endpoint_var}: OTLP endpoint {endpoint:?} is not an http:// URL"
+                ))
+            }
         }
         if let Some((name, protocol)) = var("OTEL_EXPORTER_OTLP_PROTOCOL") {
             if protocol.trim() != "http/protobuf" {
@@ -111,8 +118,10 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -978,6 +987,11 @@ mod tests {
                 "not key=value",
             ),
             (vec![endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "k=%zz")], "percent"),
+            (vec![endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "k=%+a")], "percent"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
             (
                 vec![endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "bad key=v")],
                 "header name",

@@ -198,10 +198,15 @@ impl SpanProcessor for QueueProcessor {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let flushed = self.flush(timeout);
+        // From here the exporter thread sends no further batch: what it has
+        // not sent is counted as dropped, and the process may exit.
         self.shared.lock().stop = true;
         self.shared.wake.notify_one();
-        let exporter = self.exporter.lock().unwrap_or_else(|p| p.into_inner());
-        exporter.shutdown(timeout)?;
+        // A batch still in flight to a black-holed backend holds the
+        // exporter for its whole timeout: shutdown does not wait for it.
+        if let Ok(exporter) = self.exporter.try_lock() {
+            exporter.shutdown(timeout)?;
+        }
         flushed
     }
 
@@ -246,6 +251,14 @@ impl Exporter {
                 (std::mem::take(&mut pending.flushes), pending.stop)
             };
             while !taken.is_empty() {
+                if self.shared.lock().stop {
+                    // Shutdown gave up waiting: count the rest, do not send it.
+                    self.stats
+                        .dropped_export_failed
+                        .fetch_add(taken.len() as u64, Ordering::Relaxed);
+                    taken.clear();
+                    break;
+                }
                 let rest = taken.split_off(taken.len().min(BATCH_SPANS));
                 self.send(std::mem::replace(&mut taken, rest));
             }
@@ -375,6 +388,33 @@ mod tests {
             "every span is either exported or counted as dropped"
         );
         provider.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn shutdown_returns_within_its_timeout_while_an_export_hangs() {
+        let exporter = TestExporter::default();
+        let stats = ExportStats::default();
+        let provider = provider(exporter.clone(), &stats);
+        let held = exporter.gate.lock().expect("gate");
+        end_spans(&provider, BATCH_SPANS * 3);
+        let started = Instant::now();
+        let result = provider.shutdown_with_timeout(Duration::from_millis(300));
+        let took = started.elapsed();
+        assert!(result.is_err(), "the flush cannot have finished: {result:?}");
+        assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+        drop(held);
+        // The batch in flight goes out; the rest is counted, not sent.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count(&stats.exported) + count(&stats.dropped_export_failed) < (BATCH_SPANS * 3) as u64
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            count(&stats.exported) + count(&stats.dropped_export_failed),
+            (BATCH_SPANS * 3) as u64
+        );
+        assert!(count(&stats.dropped_export_failed) > 0, "{stats:?}");
     }
 
     #[test]

@@ -307,9 +307,10 @@ async fn the_router_continues_an_incoming_traceparent() {
     let dir = TempDir::new("trace-router-parent");
     let blue = backend_with_env(&dir, &[], &[]);
     let router = router_to(&blue, &dir, &otel);
-    // First an unsampled parent: the router follows its decision and
-    // exports nothing for it (sent first, so a span of it would arrive no
-    // later than the others).
+    // First an unsampled parent: under the parent-based sampler nothing of
+    // that trace is exported (sent first, so a span of it would arrive no
+    // later than the others). That the router skips building the span is
+    // checked by the unit tests of `Traces::tracer_for`.
     let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
     for traceparent in [
         format!("00-{unsampled_trace}-{PARENT_SPAN}-00"),
