@@ -70,12 +70,14 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Instant) -> Result<u32, NotReady> {
     let mut checks = 0;
     let mut consecutive = 0;
+    // Reported when the deadline passes: a late timer must not hide why.
+    let mut last_error: Option<String> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(NotReady {
                 checks,
-                last_error: "no check completed within the deploy timeout".into(),
+                last_error: last_error.unwrap_or_else(|| "no check completed within the deploy timeout".into()),
             });
         }
         checks += 1;
@@ -95,6 +97,7 @@ pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Inst
                         last_error: error,
                     });
                 }
+                last_error = Some(error);
             }
         }
         tokio::time::sleep(check.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
