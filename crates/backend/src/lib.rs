@@ -27,6 +27,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use vigie_telemetry::config::{parse_duration, parse_ratio};
 use vigie_telemetry::http::{HttpMetrics, HttpTelemetry, TrackLayer};
@@ -205,16 +206,30 @@ pub fn routes(state: AppState, registry: Arc<Registry>, faults: Faults) -> Route
 
 /// Adds the JSON 404/405 answers, the body limit and panic recovery.
 pub fn harden(routes: Router) -> Router {
+    with_fallbacks(routes).layer(
+        ServiceBuilder::new()
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(CatchPanicLayer::custom(panic_response)),
+    )
+}
+
+/// [`harden`], with metrics, traces, the request log and request ids
+/// outside it (a panic is counted and logged as the 500 it becomes).
+/// One `Router::layer` call for all three: each call wraps every route in a
+/// boxed service of its own, a cost on every request.
+pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
+    with_fallbacks(routes).layer(
+        ServiceBuilder::new()
+            .layer(TrackLayer::new(telemetry))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(CatchPanicLayer::custom(panic_response)),
+    )
+}
+
+fn with_fallbacks(routes: Router) -> Router {
     routes
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(panic_response))
-}
-
-/// [`harden`], then metrics, traces, the request log and request ids.
-pub fn instrument(routes: Router, telemetry: HttpTelemetry) -> Router {
-    harden(routes).layer(TrackLayer::new(telemetry))
 }
 
 pub fn app(state: AppState, registry: Arc<Registry>, telemetry: HttpTelemetry, faults: Faults) -> Router {
