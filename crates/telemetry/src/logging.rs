@@ -166,12 +166,15 @@ fn format_line(
     line.push_str("}\n");
 }
 
-/// The fields of a [`write_line`] line, in the order they are added.
+/// The fields of a [`write_line`] line, in the order they are added. Its
+/// methods are inlined so that the literal keys of a call are copied as
+/// constants.
 pub struct LineFields<'a> {
     line: &'a mut String,
 }
 
 impl LineFields<'_> {
+    #[inline]
     fn key(&mut self, key: &str) {
         debug_assert!(!key.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'), "{key}");
         self.line.push_str(",\"");
@@ -179,6 +182,7 @@ impl LineFields<'_> {
         self.line.push_str("\":");
     }
 
+    #[inline]
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
         push_json_str(self.line, value);
@@ -186,6 +190,7 @@ impl LineFields<'_> {
     }
 
     /// Left out when `None`, as the JSON layer leaves out an empty `Option`.
+    #[inline]
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         if let Some(value) = value {
             self.str(key, value);
@@ -193,6 +198,7 @@ impl LineFields<'_> {
         self
     }
 
+    #[inline]
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         self.line.push_str(itoa::Buffer::new().format(value));
@@ -200,6 +206,7 @@ impl LineFields<'_> {
     }
 
     /// A duration as milliseconds with three decimals (microseconds).
+    #[inline]
     pub fn millis(&mut self, key: &str, value: std::time::Duration) -> &mut Self {
         self.key(key);
         let micros = value.as_micros();
@@ -365,19 +372,21 @@ fn push_json_str(line: &mut String, text: &str) {
 /// plain characters at once.
 fn push_escaped(line: &mut String, text: &str) {
     let bytes = text.as_bytes();
-    // Most values need no escaping: check them 8 bytes at a time (the last
-    // chunk padded with a plain byte) and copy them at once.
+    // Most values need no escaping: check them 8 bytes at a time (one load
+    // each), then the last few bytes one by one, and copy them at once.
     let mut scan_from = 0;
-    while scan_from < bytes.len() {
-        let chunk = &bytes[scan_from..bytes.len().min(scan_from + 8)];
-        let mut word = [b'a'; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
+    while let Some(chunk) = bytes.get(scan_from..scan_from + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
         if needs_escape(u64::from_le_bytes(word)) {
             break;
         }
         scan_from += 8;
     }
-    if scan_from >= bytes.len() {
+    while scan_from < bytes.len() && !byte_needs_escape(bytes[scan_from]) {
+        scan_from += 1;
+    }
+    if scan_from == bytes.len() {
         line.push_str(text);
         return;
     }
@@ -401,6 +410,10 @@ fn push_escaped(line: &mut String, text: &str) {
         plain_from = at + 1;
     }
     line.push_str(&text[plain_from..]);
+}
+
+fn byte_needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 /// Whether one of the 8 bytes of `word` needs escaping in a JSON string: a
