@@ -13,7 +13,7 @@ use http::HeaderMap;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_VIGIE_COLOR: HeaderName = HeaderName::from_static("x-vigie-color");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(vigie_telemetry::request_id::HEADER);
+pub const X_REQUEST_ID: HeaderName = vigie_telemetry::request_id::HEADER_NAME;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

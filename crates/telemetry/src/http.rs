@@ -295,7 +295,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let start = Instant::now();
         let telemetry = self.telemetry;
-        let request_id = request_id::accept_or_generate(request.headers().get(request_id::HEADER));
+        let request_id = request_id::accept_or_generate(request.headers().get(request_id::HEADER_NAME));
         let route = route_label(request.extensions().get::<MatchedPath>());
         let method = method_label(request.method());
         // The log line keeps a made-up method as it came (a line is no series).
@@ -363,7 +363,7 @@ where
                 ids.as_ref(),
             );
             telemetry.metrics.observe(labels, elapsed.as_secs_f64(), ids.as_ref());
-            response.headers_mut().insert(request_id::HEADER, request_id);
+            response.headers_mut().insert(request_id::HEADER_NAME, request_id);
             Ok(response)
         })
     }
