@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
-use opentelemetry::context::FutureExt as _;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
@@ -286,7 +286,7 @@ where
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+    type Future = TrackFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -323,49 +323,118 @@ where
             }
             Some(parent.with_span(span))
         });
-        // Only a sampled span becomes the current context of the handler (for
-        // its child spans): attaching a context costs on every poll.
         let sampled = cx.as_ref().filter(|cx| cx.span().span_context().is_sampled()).cloned();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let in_flight = telemetry.metrics.in_flight.shard();
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            // Decrements even if the client goes away and the future is dropped.
-            let _in_flight = InFlightGuard(in_flight);
-            let mut response = match sampled {
-                Some(sampled) => response.with_context(sampled).await,
-                None => response.await,
-            }
-            .unwrap_or_else(|never| match never {});
-            let elapsed = start.elapsed();
-            let status = response.status().as_u16();
-            let ids = cx.as_ref().and_then(|cx| {
-                let span = cx.span();
-                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-                if status >= 500 {
-                    span.set_status(Status::error(format!("HTTP {status}")));
-                }
-                span.end();
-                traces::ids(cx)
-            });
-            let labels = HttpLabels {
+        let in_flight = telemetry.metrics.in_flight.shard();
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let response = match sampled {
+            Some(sampled) => Traced::InContext {
+                future: self.inner.call(request).with_context(sampled),
+            },
+            None => Traced::Plain {
+                future: self.inner.call(request),
+            },
+        };
+        TrackFuture {
+            response,
+            request: Some(Tracked {
+                start,
+                telemetry,
+                request_id,
                 method,
                 route,
-                status: status_label(status),
-            };
-            log_request(
-                &labels,
-                raw_method.as_ref().map_or(&labels.method, |m| m.as_str()),
-                uri.path(),
-                status,
-                elapsed,
-                request_id.to_str().unwrap_or_default(),
-                ids.as_ref(),
-            );
-            telemetry.metrics.observe(labels, elapsed.as_secs_f64(), ids.as_ref());
-            response.headers_mut().insert(request_id::HEADER_NAME, request_id);
-            Ok(response)
-        })
+                raw_method,
+                uri,
+                cx,
+                _in_flight: InFlightGuard(in_flight),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Track`]: the response, then the request's span end,
+    /// log line, metrics and request id header. A type of its own rather
+    /// than a boxed `async` block: one allocation less per request.
+    pub struct TrackFuture<F> {
+        #[pin]
+        response: Traced<F>,
+        request: Option<Tracked>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = TracedProjection]
+    enum Traced<F> {
+        Plain { #[pin] future: F },
+        /// A sampled span is the current context of the handler (for its
+        /// child spans): attaching a context costs on every poll.
+        InContext { #[pin] future: WithContext<F> },
+    }
+}
+
+/// What the end of a request needs to know of its start.
+struct Tracked {
+    start: Instant,
+    telemetry: &'static HttpTelemetry,
+    request_id: http::HeaderValue,
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    raw_method: Option<http::Method>,
+    uri: http::Uri,
+    cx: Option<opentelemetry::Context>,
+    /// Decrements even if the client goes away and the future is dropped.
+    _in_flight: InFlightGuard<'static>,
+}
+
+impl<F, B> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.response.project() {
+            TracedProjection::Plain { future } => std::task::ready!(future.poll(cx)),
+            TracedProjection::InContext { future } => std::task::ready!(future.poll(cx)),
+        };
+        let mut response = result.unwrap_or_else(|never| match never {});
+        if let Some(request) = this.request.take() {
+            request.finish(&mut response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl Tracked {
+    fn finish<B>(self, response: &mut Response<B>) {
+        let elapsed = self.start.elapsed();
+        let status = response.status().as_u16();
+        let ids = self.cx.as_ref().and_then(|cx| {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+            if status >= 500 {
+                span.set_status(Status::error(format!("HTTP {status}")));
+            }
+            span.end();
+            traces::ids(cx)
+        });
+        let labels = HttpLabels {
+            method: self.method,
+            route: self.route,
+            status: status_label(status),
+        };
+        log_request(
+            &labels,
+            self.raw_method.as_ref().map_or(&labels.method, |m| m.as_str()),
+            self.uri.path(),
+            status,
+            elapsed,
+            self.request_id.to_str().unwrap_or_default(),
+            ids.as_ref(),
+        );
+        self.telemetry.metrics.observe(labels, elapsed.as_secs_f64(), ids.as_ref());
+        response.headers_mut().insert(request_id::HEADER_NAME, self.request_id);
     }
 }
 
