@@ -347,15 +347,15 @@ impl Drop for Exchange {
                     // The same line as the event below, without `tracing`'s
                     // per-field dispatch.
                     vigie_telemetry::logging::write_line($level, "http", "request", |f| {
-                        f.str("method", self.method.as_str())
+                        f.plain_str("method", self.method.as_str())
                             .str("path", &self.path)
                             .u64("status", u64::from(self.status))
                             .millis("duration_ms", duration)
                             .str("request_id", request_id)
                             .str("upstream_color", self.color.as_str())
                             .opt_str("error", error)
-                            .opt_str("trace_id", trace_id)
-                            .opt_str("span_id", span_id);
+                            .opt_plain_str("trace_id", trace_id)
+                            .opt_plain_str("span_id", span_id);
                     });
                 } else {
                     let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;

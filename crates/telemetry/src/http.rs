@@ -433,7 +433,9 @@ impl Tracked {
             self.request_id.to_str().unwrap_or_default(),
             ids.as_ref(),
         );
-        self.telemetry.metrics.observe(labels, elapsed.as_secs_f64(), ids.as_ref());
+        self.telemetry
+            .metrics
+            .observe(labels, elapsed.as_secs_f64(), ids.as_ref());
         response.headers_mut().insert(request_id::HEADER_NAME, self.request_id);
     }
 }
@@ -457,14 +459,14 @@ fn log_request(
                 // The same line as the event below, without `tracing`'s
                 // per-field dispatch: about half the cost of a request's log.
                 crate::logging::write_line($level, "http", "request", |f| {
-                    f.str("method", method)
+                    f.plain_str("method", method)
                         .str("route", &labels.route)
                         .str("path", path)
                         .u64("status", u64::from(status))
                         .millis("duration_ms", elapsed)
                         .str("request_id", request_id)
-                        .opt_str("trace_id", trace_id)
-                        .opt_str("span_id", span_id);
+                        .opt_plain_str("trace_id", trace_id)
+                        .opt_plain_str("span_id", span_id);
                 });
             } else {
                 let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
@@ -539,6 +541,16 @@ mod tests {
             second.contains(r#"http_requests_total{method="GET",route="/api/info",status="404"} 1"#),
             "{second}"
         );
+    }
+
+    #[test]
+    fn a_method_never_needs_json_escaping() {
+        // The request log writes methods unescaped (`LineFields::plain_str`):
+        // a method is an HTTP token, which excludes quotes, backslashes and
+        // control characters.
+        for bad in [&b"GE\"T"[..], b"GE\\T", b"GE\nT", b"GE T"] {
+            assert!(http::Method::from_bytes(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

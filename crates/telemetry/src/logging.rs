@@ -108,9 +108,15 @@ pub fn direct_enabled() -> bool {
 /// Writes one line in the format of the JSON layer without going through
 /// `tracing`'s per-field dynamic dispatch: for the line every request
 /// writes. The caller checks the level first (`tracing::enabled!`), and
-/// uses `tracing` when [`direct_enabled`] is false. Keys must be plain
-/// (no character JSON escapes): they are written as they are.
-pub fn write_line(level: tracing::Level, target: &str, msg: &str, fields: impl FnOnce(&mut LineFields<'_>)) {
+/// uses `tracing` when [`direct_enabled`] is false. Keys, `target` and
+/// `msg` must be plain (no character JSON escapes): they are written as
+/// they are.
+pub fn write_line(
+    level: tracing::Level,
+    target: &'static str,
+    msg: &'static str,
+    fields: impl FnOnce(&mut LineFields<'_>),
+) {
     let Some(sink) = DIRECT.get() else {
         return;
     };
@@ -131,8 +137,8 @@ fn write_direct(
     sink: &DirectSink,
     buffers: &mut LineBuffers,
     level: tracing::Level,
-    target: &str,
-    msg: &str,
+    target: &'static str,
+    msg: &'static str,
     fields: impl FnOnce(&mut LineFields<'_>),
 ) {
     format_line(buffers, &sink.static_fields, &level, target, msg, fields);
@@ -147,8 +153,8 @@ fn format_line(
     buffers: &mut LineBuffers,
     static_fields: &str,
     level: &tracing::Level,
-    target: &str,
-    msg: &str,
+    target: &'static str,
+    msg: &'static str,
     fields: impl FnOnce(&mut LineFields<'_>),
 ) {
     let line = &mut buffers.line;
@@ -158,9 +164,9 @@ fn format_line(
     line.push_str("\",\"level\":\"");
     line.push_str(level_name(level));
     line.push_str("\",\"msg\":");
-    push_json_str(line, msg);
-    push_key(line, "target");
-    push_json_str(line, target);
+    push_plain_str(line, msg);
+    line.push_str(",\"target\":");
+    push_plain_str(line, target);
     line.push_str(static_fields);
     fields(&mut LineFields { line });
     line.push_str("}\n");
@@ -189,11 +195,29 @@ impl LineFields<'_> {
         self
     }
 
+    /// A value that needs no escaping by construction (an HTTP method
+    /// token, hex ids): copied as it is.
+    #[inline]
+    pub fn plain_str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        push_plain_str(self.line, value);
+        self
+    }
+
     /// Left out when `None`, as the JSON layer leaves out an empty `Option`.
     #[inline]
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         if let Some(value) = value {
             self.str(key, value);
+        }
+        self
+    }
+
+    /// [`Self::plain_str`], left out when `None`.
+    #[inline]
+    pub fn opt_plain_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.plain_str(key, value);
         }
         self
     }
@@ -359,6 +383,14 @@ fn push_key(line: &mut String, key: &str) {
     line.push(',');
     push_json_str(line, key);
     line.push(':');
+}
+
+/// Appends `text`, which needs no escaping, as a JSON string literal.
+fn push_plain_str(line: &mut String, text: &str) {
+    debug_assert!(!text.bytes().any(byte_needs_escape), "{text}");
+    line.push('"');
+    line.push_str(text);
+    line.push('"');
 }
 
 /// Appends `text` as a JSON string literal.
