@@ -9,12 +9,12 @@
 # those is the result. CPU µs per request (user + system time of the server
 # over the requests it served) is printed too: it moves less than req/s.
 #
-#   bash bench/backend.sh      # DURATION=5s CONNECTIONS=32 ROUNDS=5 to change
+#   bash bench/backend.sh      # DURATION=3s CONNECTIONS=32 ROUNDS=15 to change
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-5s}"
+DURATION="${DURATION:-3s}"
 CONNECTIONS="${CONNECTIONS:-32}"
-ROUNDS="${ROUNDS:-5}"
+ROUNDS="${ROUNDS:-15}"
 for tool in wrk curl; do command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y $tool)" >&2; exit 1; }; done
 
 cargo build --release -q -p vigie
