@@ -557,9 +557,11 @@ async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
         metric_value(&metrics, "vigie_router_file_write_errors_total", r#"file="state""#),
         Some(1.0)
     );
-    let logs = router.logs_when("state file error", |l| {
+    // The switch line is written after the error line: wait for both.
+    let logs = router.logs_when("state file error and switch lines", |l| {
         l.iter()
             .any(|l| l["level"] == "error" && l["msg"] == "state file not saved")
+            && l.iter().any(|l| l["msg"] == "switch")
     });
     assert!(
         logs.iter()
