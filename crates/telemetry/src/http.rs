@@ -282,7 +282,6 @@ pub struct Track<S> {
 impl<S, B> Service<Request> for Track<S>
 where
     S: Service<Request, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response<B>;
     type Error = Infallible;
@@ -326,6 +325,8 @@ where
         let sampled = cx.as_ref().filter(|cx| cx.span().span_context().is_sampled()).cloned();
         let in_flight = telemetry.metrics.in_flight.shard();
         in_flight.fetch_add(1, Ordering::Relaxed);
+        // Made before the inner call, so that a panic in it lowers the gauge too.
+        let in_flight = InFlightGuard(in_flight);
         let response = match sampled {
             Some(sampled) => Traced::InContext {
                 future: self.inner.call(request).with_context(sampled),
@@ -345,7 +346,7 @@ where
                 raw_method,
                 uri,
                 cx,
-                _in_flight: InFlightGuard(in_flight),
+                _in_flight: in_flight,
             }),
         }
     }

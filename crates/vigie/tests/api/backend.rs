@@ -239,7 +239,24 @@ async fn metrics_count_requests_by_method_route_and_status() {
         http.get(app.url("/api/info")).send().await.expect("get");
     }
     http.get(app.url("/api/tasks/42")).send().await.expect("get");
+    // Answers of the hardening layers inside the telemetry layer are counted too.
+    let wrong_method = http.delete(app.url("/api/info")).send().await.expect("delete");
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let too_large = http
+        .post(app.url("/api/tasks"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let text = metrics_text(&app).await;
+    for series in [
+        r#"http_requests_total{method="DELETE",route="/api/info",status="405"}"#,
+        r#"http_requests_total{method="POST",route="/api/tasks",status="413"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(1.0), "{series} in {text}");
+    }
     assert_eq!(
         sample(
             &text,
