@@ -586,22 +586,23 @@ mod tests {
         let in_flight = metrics.in_flight.clone();
         // Raised on some threads and lowered on others, as a request whose
         // future moves between worker threads does.
-        let raised: Vec<_> = (0..20)
-            .map(|_| {
-                let in_flight = in_flight.clone();
-                std::thread::spawn(move || in_flight.shard().fetch_add(1, Ordering::Relaxed))
-            })
-            .collect();
-        raised.into_iter().for_each(|t| drop(t.join()));
+        let on_threads = |threads: usize, change: fn(&AtomicI64)| {
+            let spawned: Vec<_> = (0..threads)
+                .map(|_| {
+                    let in_flight = in_flight.clone();
+                    std::thread::spawn(move || change(in_flight.shard()))
+                })
+                .collect();
+            spawned.into_iter().for_each(|t| drop(t.join()));
+        };
+        on_threads(20, |shard| {
+            shard.fetch_add(1, Ordering::Relaxed);
+        });
         assert_eq!(in_flight.get(), 20);
         assert!(text(&registry).contains("http_requests_in_flight 20"));
-        let lowered: Vec<_> = (0..15)
-            .map(|_| {
-                let in_flight = in_flight.clone();
-                std::thread::spawn(move || in_flight.shard().fetch_sub(1, Ordering::Relaxed))
-            })
-            .collect();
-        lowered.into_iter().for_each(|t| drop(t.join()));
+        on_threads(15, |shard| {
+            shard.fetch_sub(1, Ordering::Relaxed);
+        });
         assert!(text(&registry).contains("# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight 5\n"));
     }
 }
