@@ -1,30 +1,55 @@
 # One small, static, non-root image for every vigie role:
 #   docker run vigie:0.1.0 backend --color blue
-# Build: docker build -t vigie:0.1.0 .
+# Build: docker build -t vigie:0.1.0 .     (amd64 and arm64 alike; BuildKit)
+#
+# The binary comes from one of two stages, chosen by VIGIE_BINARY:
+#   build     (default) compiled here, a static musl binary for the
+#             platform being built (TARGETARCH picks the Rust target);
+#   prebuilt  a static Linux binary already at target/image/vigie, e.g.
+#             RUSTFLAGS='-C target-feature=+crt-static' cargo build --release
+#             --target x86_64-unknown-linux-gnu -p vigie (what the compose
+#             tests do: no Rust image is pulled).
+# The runtime stage below is the same for both.
+ARG VIGIE_BINARY=build
 
 # --- build: a static musl binary (SQLite is compiled in) -------------------
 FROM rust:1.95.0-slim-bookworm AS build
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
+ARG TARGETARCH
+# hadolint ignore=DL3008
+RUN case "$TARGETARCH" in \
+        amd64) echo x86_64-unknown-linux-musl > /rust-target ;; \
+        arm64) echo aarch64-unknown-linux-musl > /rust-target ;; \
+        *) echo "vigie: no Rust target known for TARGETARCH=$TARGETARCH (amd64, arm64)" >&2; exit 1 ;; \
+    esac \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
+    && rustup target add "$(cat /rust-target)"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p vigie \
-    && cp target/x86_64-unknown-linux-musl/release/vigie /vigie
-# State directories, owned by the runtime user so fresh named volumes
-# mounted over them start writable by it.
-RUN mkdir -p /rootfs/data /rootfs/var/lib/vigie/router /rootfs/var/lib/vigie/targets /rootfs/var/lib/vigie/secrets /rootfs/etc \
-    && echo 'vigie:x:65532:65532:vigie:/data:/sbin/nologin' > /rootfs/etc/passwd \
-    && echo 'vigie:x:65532:' > /rootfs/etc/group \
-    && chown -R 65532:65532 /rootfs/data /rootfs/var/lib/vigie
+RUN target="$(cat /rust-target)" \
+    && cargo build --release --locked --target "$target" -p vigie \
+    && cp "target/$target/release/vigie" /vigie
+
+# --- prebuilt: the binary from the build context ----------------------------
+FROM scratch AS prebuilt
+COPY target/image/vigie /vigie
+
+FROM ${VIGIE_BINARY} AS binary
 
 # --- runtime: nothing but the binary --------------------------------------
 FROM scratch
-COPY --from=build /rootfs/ /
-COPY --from=build /vigie /usr/local/bin/vigie
+COPY image/etc/passwd image/etc/group /etc/
+COPY --from=binary /vigie /usr/local/bin/vigie
+# State directories. BuildKit creates a WORKDIR owned by the current USER:
+# the parents as root, each state directory as the runtime user, so fresh
+# named volumes mounted over them start writable by it.
+WORKDIR /var/lib/vigie
 USER 65532:65532
+WORKDIR /var/lib/vigie/router
+WORKDIR /var/lib/vigie/targets
+WORKDIR /var/lib/vigie/secrets
 WORKDIR /data
 ENV VIGIE_DATABASE=/data/vigie.db
 # Health checks are set per role in compose.yaml (`vigie healthcheck URL`).

@@ -5,7 +5,9 @@
 #   2. promtool check rules and promtool test rules;
 #   3. amtool check-config on the Alertmanager configuration;
 #   4. compose.yaml and compose.alloy.yaml against the compose specification,
-#      and dclint on both (no error, no warning).
+#      and dclint on both (no error, no warning);
+#   5. every Grafana dashboard type-checked against the pinned Grafana's
+#      @grafana/schema with tsc (stack/grafana/schema-check).
 # The file-level checks (every YAML/JSON file parses, file_sd shapes, compose
 # mounts, Tempo's top-level keys, pinned images) and the dashboard lint
 # (provisioned data source uids, non-empty queries, unique panel ids, every
@@ -13,7 +15,8 @@
 # crates/vigie/tests/api/stack_files.rs and stack.rs (`cargo test`).
 #
 # Needs: promtool and amtool (Debian: prometheus, prometheus-alertmanager),
-# check-jsonschema (PyPI) and dclint (npm).
+# check-jsonschema (PyPI), dclint (npm), Node.js and the schema check's
+# packages (npm ci --prefix stack/grafana/schema-check).
 # Usage: stack/check.sh        (from anywhere; exits non-zero on the first failure)
 set -euo pipefail
 
@@ -32,6 +35,9 @@ need promtool "Debian/Ubuntu: apt-get install prometheus"
 need amtool "Debian/Ubuntu: apt-get install prometheus-alertmanager"
 need check-jsonschema "pip install check-jsonschema"
 need dclint "npm install -g dclint"
+need node "Node.js 18 or later (Debian: apt-get install nodejs npm)"
+[[ -d "$stack/grafana/schema-check/node_modules" ]] ||
+    die "the dashboard schema check's packages are missing: npm ci --prefix stack/grafana/schema-check"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -69,5 +75,7 @@ dclint --config "$stack/dclint.yaml" --max-warnings 0 "$root/compose.yaml" "$roo
     die "dclint"
 echo "  no problem"
 
+step "dashboards against the pinned Grafana's schema (@grafana/schema, tsc)"
+node "$stack/grafana/schema-check/check.mjs" || die "dashboard schema check (stack/grafana/schema-check/README.md)"
 
 printf '\nstack/check.sh: all checks passed\n'

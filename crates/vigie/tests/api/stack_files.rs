@@ -17,6 +17,10 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
         .flatten()
     {
         let path = entry.path();
+        // The schema check's npm packages and generated files are not ours.
+        if path.ends_with("node_modules") || path.ends_with(".generated") {
+            continue;
+        }
         if path.is_dir() {
             files_under(&path, out);
         } else {
