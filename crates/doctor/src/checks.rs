@@ -1,5 +1,6 @@
 //! Runs every check concurrently and collects one result per check, in
-//! report order. A skipped check is reported as skipped and never started.
+//! report order. A skipped check, or one of an `--optional` service that is
+//! not running, is reported as skipped and never started.
 
 pub mod alertmanager;
 pub mod grafana;
@@ -9,7 +10,7 @@ pub mod router;
 pub mod tempo;
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::check::{CheckId, CheckResult, Outcome};
 use crate::stack::Stack;
@@ -17,6 +18,10 @@ use crate::stack::Stack;
 async fn timed(stack: &Stack, id: CheckId, check: impl Future<Output = Outcome>) -> CheckResult {
     if stack.skips(id) {
         return CheckResult::skipped(id);
+    }
+    if let Some(why) = stack.absent(id.component().as_str()) {
+        let outcome = Outcome::skip(format!("not running (optional, --optional): {why}"));
+        return CheckResult::new(id, outcome, Duration::ZERO);
     }
     let started = Instant::now();
     let outcome = check.await;

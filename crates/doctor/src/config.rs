@@ -51,6 +51,12 @@ pub mod defaults {
     pub const GRAFANA_DASHBOARDS: &str = "vigie-overview,vigie-bluegreen,vigie-logs,vigie-stack,vigie-traces";
     /// The APIs the doctor reads answer kilobytes; more is not our stack.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    /// With `--wait`: the pause between two rounds of checks.
+    pub const WAIT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    /// The compose services `--optional` may name: the ones the stack can
+    /// do without (the application, Prometheus and its router target are
+    /// what the doctor is for). Each is also the name of its Prometheus job.
+    pub const OPTIONAL_SERVICES: &[&str] = &["loki", "promtail", "alloy", "tempo", "grafana", "alertmanager"];
 }
 
 /// `vigie doctor`: check the running stack from the outside.
@@ -111,6 +117,18 @@ pub struct Args {
     /// comma-separated.
     #[arg(long, env = "VIGIE_DOCTOR_SKIP", value_name = "LIST", value_delimiter = ',', value_parser = parse_skip)]
     pub skip: Vec<String>,
+    /// Compose services that may be absent (loki, promtail, alloy, tempo,
+    /// grafana, alertmanager; comma-separated): when one is not running, its
+    /// checks say so and are skipped instead of failing. A running one is
+    /// checked as usual.
+    #[arg(long, env = "VIGIE_DOCTOR_OPTIONAL", value_name = "SERVICES", value_delimiter = ',',
+          value_parser = parse_optional)]
+    pub optional: Vec<String>,
+    /// Check again every 2s until no check fails or DURATION has passed
+    /// (e.g. 2m), then report the last round: for scripts that run right
+    /// after `docker compose up -d`, while services are still starting.
+    #[arg(long, env = "VIGIE_DOCTOR_WAIT", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub wait: Option<Duration>,
     /// Print one JSON document instead of the lines (for scripts).
     #[arg(long, env = "VIGIE_DOCTOR_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
@@ -175,6 +193,11 @@ impl Args {
         self.skip.iter().any(|s| s == id.id() || s == id.component().as_str())
     }
 
+    /// Whether `--optional` names the compose service `service`.
+    pub fn is_optional(&self, service: &str) -> bool {
+        self.optional.iter().any(|s| s == service)
+    }
+
     /// Whether every check of `component` was skipped.
     pub fn skips_component(&self, component: Component) -> bool {
         CheckId::ALL
@@ -223,9 +246,21 @@ pub fn parse_base_url(text: &str) -> Result<String, String> {
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("the timeout must be more than 0".to_owned());
+        return Err("the duration must be more than 0".to_owned());
     }
     Ok(duration)
+}
+
+fn parse_optional(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if defaults::OPTIONAL_SERVICES.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} cannot be optional; the services that can: {}",
+            defaults::OPTIONAL_SERVICES.join(", ")
+        ))
+    }
 }
 
 fn parse_logs_window(text: &str) -> Result<Duration, String> {
@@ -279,6 +314,14 @@ mod tests {
         assert!(parse_skip("prometheus-alerts").is_ok());
         let error = parse_skip("lokki").expect_err("unknown name");
         assert!(error.contains("loki-logs"), "{error}");
+    }
+
+    #[test]
+    fn optional_accepts_the_services_the_stack_can_do_without() {
+        assert_eq!(parse_optional(" loki ").as_deref(), Ok("loki"));
+        assert!(parse_optional("promtail").is_ok());
+        let error = parse_optional("prometheus").expect_err("Prometheus is not optional");
+        assert!(error.contains("loki, promtail"), "{error}");
     }
 
     #[test]

@@ -27,14 +27,43 @@ pub use report::Report;
 
 /// Runs every check that is not skipped and returns the report.
 pub async fn examine(args: Args) -> anyhow::Result<Report> {
-    let stack = stack::Stack::new(args)?;
+    let mut stack = stack::Stack::new(args)?;
+    stack.find_absent().await;
     Ok(Report::new(checks::run_all(&stack).await))
+}
+
+/// With `--wait`: examines until a round has no failed check or the wait
+/// is over, saying on stderr what it waits for; the last round's report.
+async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
+    let Some(wait) = args.wait else {
+        return examine(args).await;
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let report = examine(args.clone()).await?;
+        let now = tokio::time::Instant::now();
+        if report.ok || now + defaults::WAIT_RETRY > deadline {
+            return Ok(report);
+        }
+        let failing: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .collect();
+        eprintln!(
+            "doctor: waiting for {} ({}s left)",
+            failing.join(", "),
+            (deadline - now).as_secs()
+        );
+        tokio::time::sleep(defaults::WAIT_RETRY).await;
+    }
 }
 
 /// `vigie doctor`: prints the report; exit 0 when no check failed, else 1.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.json;
-    let report = examine(args).await?;
+    let report = examine_until_ok(args).await?;
     if json {
         println!("{}", report.json());
     } else {

@@ -120,6 +120,8 @@ pub struct Stack {
     pub args: Args,
     pub urls: Endpoints,
     pub http: Http,
+    /// `--optional` services found not running, and the error that said so.
+    absent: BTreeMap<&'static str, String>,
     router_status: OnceCell<Result<RouterStatus, Failure>>,
     targets: OnceCell<Result<Vec<Target>, Failure>>,
 }
@@ -132,9 +134,37 @@ impl Stack {
             args,
             urls,
             http,
+            absent: BTreeMap::new(),
             router_status: OnceCell::new(),
             targets: OnceCell::new(),
         })
+    }
+
+    /// Finds which `--optional` services are not running: those whose URL
+    /// gets no connection at all (inside the compose network: their name
+    /// does not resolve; from the host: refused). A service that answers,
+    /// whatever it answers, or that times out, is there and is checked.
+    /// Promtail and Alloy have no URL here: their Prometheus target tells.
+    pub async fn find_absent(&mut self) {
+        let urls = [
+            ("loki", Some(self.urls.loki.clone())),
+            ("tempo", self.urls.tempo.clone()),
+            ("grafana", Some(self.urls.grafana.clone())),
+            ("alertmanager", Some(self.urls.alertmanager.clone())),
+        ];
+        for (service, url) in urls {
+            let Some(url) = url.filter(|_| self.args.is_optional(service)) else {
+                continue;
+            };
+            if let Err(HttpError::Connect { cause, .. }) = self.http.get(&format!("{url}/"), &[], Auth::None).await {
+                self.absent.insert(service, format!("{cause} at {url}"));
+            }
+        }
+    }
+
+    /// Why `service` counts as absent: it is optional and not running.
+    pub fn absent(&self, service: &str) -> Option<&str> {
+        self.absent.get(service).map(String::as_str)
     }
 
     pub fn skips(&self, id: CheckId) -> bool {

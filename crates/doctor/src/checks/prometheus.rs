@@ -16,9 +16,39 @@ use crate::stack::{Stack, Target};
 
 pub async fn targets(stack: &Stack) -> Outcome {
     match stack.targets().await {
-        Ok(targets) => summarize_targets(&targets, &stack.urls.prometheus),
+        Ok(targets) => {
+            let (absent, present): (Vec<Target>, Vec<Target>) =
+                targets.into_iter().partition(|t| is_absent(t, |job| stack.args.is_optional(job)));
+            let outcome = summarize_targets(&present, &stack.urls.prometheus);
+            with_absent(outcome, &absent)
+        }
         Err(failure) => failure.into(),
     }
+}
+
+/// A down target of an `--optional` service that is not running: its name
+/// does not resolve on the compose network (Prometheus' Go resolver says
+/// "no such host"), or nothing listens there.
+fn is_absent(target: &Target, optional: impl Fn(&str) -> bool) -> bool {
+    target.health == "down"
+        && optional(target.job())
+        && ["no such host", "connection refused"]
+            .iter()
+            .any(|cause| target.last_error.contains(cause))
+}
+
+/// The outcome, with the optional services that are not running named.
+fn with_absent(mut outcome: Outcome, absent: &[Target]) -> Outcome {
+    if absent.is_empty() {
+        return outcome;
+    }
+    let mut jobs: Vec<&str> = absent.iter().map(Target::job).collect();
+    jobs.dedup();
+    outcome.detail.push_str(&format!("; not running (optional): {}", jobs.join(", ")));
+    if let Some(data) = outcome.data.as_object_mut() {
+        data.insert("absent".to_owned(), json!(jobs));
+    }
+    outcome
 }
 
 /// The compose service behind a target, for `docker compose ps`.
@@ -294,6 +324,25 @@ mod tests {
             .hint
             .as_deref()
             .is_some_and(|h| h.contains("docker compose ps backend-green")));
+    }
+
+    #[test]
+    fn optional_services_that_are_not_running_are_named_not_failed() {
+        let lookup = "Get \"http://loki:3100/metrics\": dial tcp: lookup loki on 127.0.0.11:53: no such host";
+        let loki = target("loki", "loki:3100", "down", lookup, &[]);
+        let tempo_broken = target("tempo", "tempo:3200", "down", "server returned HTTP status 500", &[]);
+        let optional = |job: &str| job == "loki" || job == "tempo";
+        assert!(is_absent(&loki, optional));
+        // Running but broken is a failure, optional or not.
+        assert!(!is_absent(&tempo_broken, optional));
+        // Not named optional: a failure.
+        assert!(!is_absent(&loki, |_| false));
+
+        let router = target("router", "router:8081", "up", "", &[]);
+        let outcome = with_absent(summarize_targets(&[router], "http://p"), &[loki]);
+        assert_eq!(outcome.status, Status::Ok);
+        assert_eq!(outcome.detail, "1/1 up; not running (optional): loki");
+        assert_eq!(outcome.data["absent"], serde_json::json!(["loki"]));
     }
 
     #[test]
