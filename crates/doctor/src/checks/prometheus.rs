@@ -17,8 +17,9 @@ use crate::stack::{Stack, Target};
 pub async fn targets(stack: &Stack) -> Outcome {
     match stack.targets().await {
         Ok(targets) => {
-            let (absent, present): (Vec<Target>, Vec<Target>) =
-                targets.into_iter().partition(|t| is_absent(t, |job| stack.args.is_optional(job)));
+            let (absent, present): (Vec<Target>, Vec<Target>) = targets
+                .into_iter()
+                .partition(|t| is_absent(t, |job| stack.args.is_optional(job)));
             let outcome = summarize_targets(&present, &stack.urls.prometheus);
             with_absent(outcome, &absent)
         }
@@ -28,11 +29,12 @@ pub async fn targets(stack: &Stack) -> Outcome {
 
 /// A down target of an `--optional` service that is not running: its name
 /// does not resolve on the compose network (Prometheus' Go resolver says
-/// "no such host"), or nothing listens there.
+/// "no such host", or "server misbehaving" when Docker's DNS cannot ask the
+/// host's resolvers), or nothing listens there.
 fn is_absent(target: &Target, optional: impl Fn(&str) -> bool) -> bool {
     target.health == "down"
         && optional(target.job())
-        && ["no such host", "connection refused"]
+        && ["no such host", "server misbehaving", "connection refused"]
             .iter()
             .any(|cause| target.last_error.contains(cause))
 }
@@ -44,7 +46,9 @@ fn with_absent(mut outcome: Outcome, absent: &[Target]) -> Outcome {
     }
     let mut jobs: Vec<&str> = absent.iter().map(Target::job).collect();
     jobs.dedup();
-    outcome.detail.push_str(&format!("; not running (optional): {}", jobs.join(", ")));
+    outcome
+        .detail
+        .push_str(&format!("; not running (optional): {}", jobs.join(", ")));
     if let Some(data) = outcome.data.as_object_mut() {
         data.insert("absent".to_owned(), json!(jobs));
     }

@@ -1,0 +1,272 @@
+//! The images the compose tests start, all built on this machine (no image
+//! is ever pulled):
+//!
+//! - `vigie:<version>` from the repository's Dockerfile. On a Linux host of
+//!   the engine's architecture, from a static binary compiled here
+//!   (`VIGIE_BINARY=prebuilt`: the real runtime stage, no Rust image
+//!   needed); elsewhere (a Mac), through the Dockerfile's own build stage.
+//! - Prometheus and Alertmanager, when their pinned upstream images are not
+//!   on this engine: stand-ins made from Debian's binaries with busybox (the
+//!   compose health checks call `wget`), selected by `stand-ins.yaml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::docker::{self, command_ok, Compose};
+
+/// The stand-in image of each service, as `stand-ins.yaml` names them.
+pub const STAND_INS: [StandIn; 2] = [
+    StandIn {
+        service: "prometheus",
+        image: "vigie-standin/prometheus:debian",
+        binary: "/usr/bin/prometheus",
+        entrypoint: "/bin/prometheus",
+        package: "prometheus",
+        data_dir: "prometheus",
+        share: Some("/usr/share/prometheus/web"),
+    },
+    StandIn {
+        service: "alertmanager",
+        image: "vigie-standin/alertmanager:debian",
+        binary: "/usr/bin/prometheus-alertmanager",
+        entrypoint: "/bin/alertmanager",
+        package: "prometheus-alertmanager",
+        data_dir: "alertmanager",
+        // Debian's Alertmanager reads its default notification templates
+        // from here and refuses its configuration without them.
+        share: Some("/usr/share/prometheus/alertmanager"),
+    },
+];
+
+/// Debian's statically linked busybox (package busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+/// The upstream images run as nobody, who owns their data directory.
+const NOBODY: &str = "65534";
+
+pub struct StandIn {
+    pub service: &'static str,
+    pub image: &'static str,
+    binary: &'static str,
+    entrypoint: &'static str,
+    package: &'static str,
+    data_dir: &'static str,
+    share: Option<&'static str>,
+}
+
+const BUILD_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// Builds `vigie:<version>` for the engine. `prebuilt` compiles a static
+/// binary with this machine's toolchain into target/image/vigie first.
+pub fn build_vigie(compose: &Compose, prebuilt: Option<&str>) -> Result<(), String> {
+    let root = &compose.dir;
+    let binary_source = match prebuilt {
+        Some(rust_target) => {
+            compile_static(root, rust_target)?;
+            "prebuilt"
+        }
+        None => "build",
+    };
+    let output = compose.run(&["build", "router"], &[("VIGIE_BINARY", binary_source)], BUILD_DEADLINE)?;
+    if !output.success {
+        return Err(format!("docker compose build failed:\n{}", output.text()));
+    }
+    Ok(())
+}
+
+/// `cargo build --release` of the `vigie` binary for `rust_target`,
+/// statically linked (`+crt-static`: glibc's static libraries are part of
+/// every Linux Rust toolchain's C setup, musl's are not installed here).
+fn compile_static(root: &Path, rust_target: &str) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // A target directory of its own: the outer `cargo test` may hold the
+    // lock of the usual one, and these flags would rebuild it anyway.
+    let target_dir = root.join("target/compose-image");
+    let flags_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        rust_target.to_uppercase().replace('-', "_")
+    );
+    eprintln!("compose: compiling a static vigie for {rust_target} (cargo build --release; minutes the first time)");
+    command_ok(
+        root,
+        &cargo,
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vigie",
+            "--target",
+            rust_target,
+            "--target-dir",
+            &target_dir.display().to_string(),
+        ],
+        &[(flags_var.as_str(), "-C target-feature=+crt-static")],
+        BUILD_DEADLINE,
+    )?;
+    let built = target_dir.join(rust_target).join("release/vigie");
+    let dest = root.join("target/image/vigie");
+    std::fs::create_dir_all(root.join("target/image")).map_err(|e| e.to_string())?;
+    std::fs::copy(&built, &dest).map_err(|e| format!("copy {} to {}: {e}", built.display(), dest.display()))?;
+    Ok(())
+}
+
+/// The Rust target whose static binary runs on the engine, when this host
+/// can compile it: a Linux host of the engine's architecture.
+pub fn prebuilt_target(engine_arch: &str) -> Option<&'static str> {
+    if std::env::consts::OS != "linux" {
+        return None;
+    }
+    match (engine_arch, std::env::consts::ARCH) {
+        ("amd64", "x86_64") => Some("x86_64-unknown-linux-gnu"),
+        ("arm64", "aarch64") => Some("aarch64-unknown-linux-gnu"),
+        _ => None,
+    }
+}
+
+/// Makes the stand-in images from Debian's binaries.
+pub fn build_stand_ins(dir: &Path) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for path in [BUSYBOX, STAND_INS[0].binary, STAND_INS[1].binary] {
+        if !Path::new(path).exists() {
+            missing.push(path);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the Prometheus and Alertmanager stand-ins are made from Debian's binaries; missing: {} \
+             (apt-get install prometheus prometheus-alertmanager busybox-static)",
+            missing.join(", ")
+        ));
+    }
+    // Made anew each run (seconds): they follow the Debian packages.
+    for stand_in in &STAND_INS {
+        build_stand_in(dir, stand_in)?;
+    }
+    Ok(())
+}
+
+/// A root file system of busybox, the binary and the shared libraries it
+/// loads, imported as an image (`docker import`: nothing to pull).
+fn build_stand_in(dir: &Path, stand_in: &StandIn) -> Result<(), String> {
+    eprintln!("compose: making {} from Debian's {}", stand_in.image, stand_in.package);
+    let work = std::env::temp_dir().join(format!("vigie-standin-{}-{}", stand_in.service, std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let root = work.join("root");
+    let data = work.join("data");
+    let result = (|| {
+        let bin = root.join("bin");
+        mkdir(&bin)?;
+        mkdir(&data.join(stand_in.data_dir))?;
+        mkdir(&root.join("etc"))?;
+        copy(Path::new(BUSYBOX), &bin.join("busybox"))?;
+        for applet in ["sh", "wget", "cat", "ls", "stat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| e.to_string())?;
+        }
+        copy(
+            Path::new(stand_in.binary),
+            &root.join(stand_in.entrypoint.trim_start_matches('/')),
+        )?;
+        for library in shared_libraries(dir, stand_in.binary)? {
+            copy(&library, &root.join(library.strip_prefix("/").unwrap_or(&library)))?;
+        }
+        if let Some(share) = stand_in.share {
+            let out = root.join(share.trim_start_matches('/'));
+            mkdir(out.parent().unwrap_or(&root))?;
+            command_ok(
+                dir,
+                "cp",
+                &["-rL", share, &out.display().to_string()],
+                &[],
+                Duration::from_secs(60),
+            )?;
+        }
+        write(
+            &root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        )?;
+        write(&root.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+        // Everything root's, but the data directory: nobody's, as upstream.
+        let tar = work.join("image.tar");
+        let tar_path = tar.display().to_string();
+        let owned = |owner: &str| [format!("--owner={owner}"), format!("--group={owner}")];
+        let [owner, group] = owned("0");
+        command_ok(
+            dir,
+            "tar",
+            &[
+                "-cf",
+                &tar_path,
+                "--numeric-owner",
+                &owner,
+                &group,
+                "-C",
+                &root.display().to_string(),
+                ".",
+            ],
+            &[],
+            Duration::from_secs(120),
+        )?;
+        let [owner, group] = owned(NOBODY);
+        command_ok(
+            dir,
+            "tar",
+            &[
+                "-rf",
+                &tar_path,
+                "--numeric-owner",
+                &owner,
+                &group,
+                "-C",
+                &data.display().to_string(),
+                stand_in.data_dir,
+            ],
+            &[],
+            Duration::from_secs(60),
+        )?;
+        let entrypoint = format!("ENTRYPOINT [\"{}\"]", stand_in.entrypoint);
+        let user = format!("USER {NOBODY}");
+        docker::docker(
+            dir,
+            &[
+                "import",
+                "--change",
+                &entrypoint,
+                "--change",
+                &user,
+                &tar_path,
+                stand_in.image,
+            ],
+            Duration::from_secs(300),
+        )?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// The shared libraries `ldd` says the binary loads, by absolute path.
+fn shared_libraries(dir: &Path, binary: &str) -> Result<Vec<PathBuf>, String> {
+    let output = command_ok(dir, "ldd", &[binary], &[], Duration::from_secs(30))?;
+    Ok(output
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn mkdir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("create {}: {e}", path.display()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(parent) = to.parent() {
+        mkdir(parent)?;
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}

@@ -1,0 +1,402 @@
+//! The steps, in the order a user meets them, against one running stack.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::stack::{eventually, Stack, COMMAND_DEADLINE};
+
+type Step = fn(&mut Stack) -> Result<(), String>;
+
+pub const STEPS: [(&str, Step); 9] = [
+    (
+        "every_service_is_healthy_and_published_on_loopback_only",
+        every_service_is_healthy_and_published_on_loopback_only,
+    ),
+    (
+        "the_api_answers_on_8080_and_a_write_is_seen_by_both_colors",
+        the_api_answers_on_8080_and_a_write_is_seen_by_both_colors,
+    ),
+    (
+        "the_doctor_passes_and_names_the_services_left_out",
+        the_doctor_passes_and_names_the_services_left_out,
+    ),
+    (
+        "a_switch_moves_traffic_and_the_prometheus_target",
+        a_switch_moves_traffic_and_the_prometheus_target,
+    ),
+    ("a_router_restart_keeps_the_color", a_router_restart_keeps_the_color),
+    (
+        "a_guarded_switch_passes_on_a_healthy_color",
+        a_guarded_switch_passes_on_a_healthy_color,
+    ),
+    (
+        "down_then_up_keeps_tasks_and_prometheus_data",
+        down_then_up_keeps_tasks_and_prometheus_data,
+    ),
+    (
+        "a_killed_active_backend_is_a_502_and_the_doctor_names_it",
+        a_killed_active_backend_is_a_502_and_the_doctor_names_it,
+    ),
+    (
+        "the_grafana_password_is_grafanas_to_read_and_never_printed",
+        the_grafana_password_is_grafanas_to_read_and_never_printed,
+    ),
+];
+
+const APP: &str = "http://127.0.0.1:8080";
+/// file_sd picks up a rewritten targets file within its refresh (5s) and
+/// the next scrape (5s) relabels the series; a busy machine gets slack.
+const PROMETHEUS_SEES_SWITCH: Duration = Duration::from_secs(45);
+/// The router's connect timeout (1s) plus a loaded machine's slack.
+const ROUTER_ERROR_WITHIN: Duration = Duration::from_secs(5);
+
+fn every_service_is_healthy_and_published_on_loopback_only(stack: &mut Stack) -> Result<(), String> {
+    let containers = stack.containers()?;
+    let mut problems = Vec::new();
+    for name in &stack.services {
+        let service = &stack.config[name];
+        let Some(container) = containers.iter().find(|c| c["Service"] == name.as_str()) else {
+            problems.push(format!("{name}: no container"));
+            continue;
+        };
+        let (state, health) = (
+            container["State"].as_str().unwrap_or(""),
+            container["Health"].as_str().unwrap_or(""),
+        );
+        if service.one_shot {
+            if state != "exited" || container["ExitCode"] != 0 {
+                problems.push(format!(
+                    "{name} (one-shot): {state}, exit code {}",
+                    container["ExitCode"]
+                ));
+            }
+        } else if state != "running" || (service.healthcheck && health != "healthy") {
+            problems.push(format!("{name}: {state}, health {health:?}"));
+        }
+        for publisher in container["Publishers"].as_array().into_iter().flatten() {
+            let published = publisher["PublishedPort"].as_u64().unwrap_or(0);
+            if published != 0 && publisher["URL"] != "127.0.0.1" {
+                problems.push(format!(
+                    "{name}: port {published} published on {} (not 127.0.0.1)",
+                    publisher["URL"]
+                ));
+            }
+        }
+    }
+    // The ports compose.yaml publishes, for the services running here.
+    for (service, port) in [("router", 8080), ("prometheus", 9090), ("alertmanager", 9093)] {
+        let published = containers
+            .iter()
+            .filter(|c| c["Service"] == service)
+            .flat_map(|c| c["Publishers"].as_array().cloned().unwrap_or_default())
+            .any(|p| p["PublishedPort"] == port && p["URL"] == "127.0.0.1");
+        if !published {
+            problems.push(format!("{service}: port {port} not published on 127.0.0.1"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn the_api_answers_on_8080_and_a_write_is_seen_by_both_colors(stack: &mut Stack) -> Result<(), String> {
+    let info = stack.get(&format!("{APP}/api/info"))?;
+    let info_body = info.json()?;
+    if info.status != 200 || info_body["color"] != "blue" {
+        return Err(format!("GET /api/info: {} {}", info.status, info.body));
+    }
+    let title = format!("written through the router at {:?}", Instant::now());
+    let created = stack.post_json(&format!("{APP}/api/tasks"), &json!({ "title": title }))?;
+    let task = created.json()?;
+    let id = task["id"]
+        .as_i64()
+        .ok_or_else(|| format!("POST /api/tasks: {} {}", created.status, created.body))?;
+    if created.status != 201 {
+        return Err(format!("POST /api/tasks: {} {}", created.status, created.body));
+    }
+    stack.facts.insert("task_id", id.to_string());
+    stack.facts.insert("task_title", title);
+    // Each color reads it from the shared SQLite volume, asked inside its
+    // own container; an unknown id must fail the same way (not found).
+    for color in ["blue", "green"] {
+        let service = format!("backend-{color}");
+        let found = stack.vigie(
+            &service,
+            &["healthcheck", &format!("http://127.0.0.1:3000/api/tasks/{id}")],
+        )?;
+        if !found.success {
+            return Err(format!("{service} does not see task {id}: {}", found.text()));
+        }
+        let missing = stack.vigie(&service, &["healthcheck", "http://127.0.0.1:3000/api/tasks/999999999"])?;
+        if missing.success {
+            return Err(format!("{service}: an unknown task answered 2xx"));
+        }
+    }
+    Ok(())
+}
+
+fn the_doctor_passes_and_names_the_services_left_out(stack: &mut Stack) -> Result<(), String> {
+    let optional = stack.optional();
+    let mut args = vec!["doctor", "--compose", "--wait", "90s"];
+    if !optional.is_empty() {
+        args.extend(["--optional", optional.as_str()]);
+    }
+    let output = stack.vigie("router", &args)?;
+    let text = output.text();
+    if !output.success {
+        return Err(format!("vigie {} failed:\n{text}", args.join(" ")));
+    }
+    for (name, _) in &stack.left_out {
+        if !text
+            .lines()
+            .any(|line| line.contains("not running (optional") && line.contains(name.as_str()))
+        {
+            return Err(format!("the doctor does not say that {name} is not running:\n{text}"));
+        }
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// The backend target Prometheus labels `role="active"`, when it is up.
+fn active_target(stack: &Stack) -> Result<String, String> {
+    let data = stack.prometheus("/api/v1/targets?state=active")?;
+    let active: Vec<&Value> = data["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["labels"]["job"] == "backend" && t["labels"]["role"] == "active")
+        .collect();
+    match active.as_slice() {
+        [target] if target["health"] == "up" => Ok(target["labels"]["instance"].as_str().unwrap_or("").to_owned()),
+        _ => Err(format!("backend targets labelled active: {active:?}")),
+    }
+}
+
+/// The color `GET /api/info` through the router names.
+fn serving_color(stack: &Stack) -> Result<String, String> {
+    let answer = stack.get(&format!("{APP}/api/info"))?;
+    let body = answer.json()?;
+    if answer.status != 200 {
+        return Err(format!("GET /api/info: {} {}", answer.status, answer.body));
+    }
+    Ok(body["color"].as_str().unwrap_or("").to_owned())
+}
+
+fn a_switch_moves_traffic_and_the_prometheus_target(stack: &mut Stack) -> Result<(), String> {
+    let before = eventually("Prometheus labels blue active", PROMETHEUS_SEES_SWITCH, || {
+        active_target(stack).and_then(|t| if t == "backend-blue:3000" { Ok(t) } else { Err(t) })
+    })?;
+    let switched = stack.vigie("router", &["switch", "green"])?;
+    if !switched.success {
+        return Err(format!("vigie switch green: {}", switched.text()));
+    }
+    let color = serving_color(stack)?;
+    if color != "green" {
+        return Err(format!("after the switch /api/info answers from {color}"));
+    }
+    let started = Instant::now();
+    eventually("Prometheus labels green active", PROMETHEUS_SEES_SWITCH, || {
+        active_target(stack).and_then(|t| if t == "backend-green:3000" { Ok(t) } else { Err(t) })
+    })?;
+    println!(
+        "compose: Prometheus' active target {before} -> backend-green:3000 in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn a_router_restart_keeps_the_color(stack: &mut Stack) -> Result<(), String> {
+    stack.compose.ok(&["restart", "router"], COMMAND_DEADLINE)?;
+    let color = eventually("the router answers after its restart", Duration::from_secs(30), || {
+        serving_color(stack)
+    })?;
+    if color != "green" {
+        return Err(format!("after a restart the router serves {color}, not green"));
+    }
+    let status = stack.vigie("router", &["status", "--json"])?;
+    let body: Value =
+        serde_json::from_str(&status.stdout).map_err(|e| format!("vigie status --json: {e}: {}", status.text()))?;
+    if body["active"] != "green" {
+        return Err(format!("vigie status after restart: {}", status.stdout));
+    }
+    Ok(())
+}
+
+fn a_guarded_switch_passes_on_a_healthy_color(stack: &mut Stack) -> Result<(), String> {
+    let window = 30;
+    let switched = stack.vigie("router", &["switch", "blue", "--guard", &format!("{window}s")])?;
+    if !switched.success {
+        return Err(format!("vigie switch blue --guard {window}s: {}", switched.text()));
+    }
+    let verdict = eventually("the guard's verdict", Duration::from_secs(window + 60), || {
+        let status = stack.vigie("router", &["status", "--json"])?;
+        let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
+        match &body["guard"]["verdict"] {
+            Value::Null => Err("no verdict yet".to_owned()),
+            verdict => Ok(verdict.clone()),
+        }
+    })?;
+    if verdict["result"] != "passed" || verdict["color"] != "blue" {
+        return Err(format!("guard verdict: {verdict}"));
+    }
+    if serving_color(stack)? != "blue" {
+        return Err("blue passed its guard but does not serve".to_owned());
+    }
+    Ok(())
+}
+
+fn down_then_up_keeps_tasks_and_prometheus_data(stack: &mut Stack) -> Result<(), String> {
+    // A moment before the restart, Prometheus holds the router's samples.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let query = format!("/api/v1/query?query=count_over_time(up%7Bjob%3D%22router%22%7D%5B10m%5D)&time={before}");
+    let samples_before = samples(&stack.prometheus(&query)?)?;
+    if samples_before == 0.0 {
+        return Err("Prometheus has no router sample before the restart".to_owned());
+    }
+    stack
+        .compose
+        .ok(&["down", "--timeout", "10"], Duration::from_secs(120))?;
+    stack.up()?;
+    let id = &stack.facts["task_id"];
+    let answer = eventually("GET the task after up", Duration::from_secs(30), || {
+        let answer = stack.get(&format!("{APP}/api/tasks/{id}"))?;
+        if answer.status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!("{} {}", answer.status, answer.body))
+        }
+    })?;
+    if answer.json()?["title"] != stack.facts["task_title"].as_str() {
+        return Err(format!("the task came back different: {}", answer.body));
+    }
+    let samples_after = eventually("Prometheus answers after up", Duration::from_secs(30), || {
+        samples(&stack.prometheus(&query)?)
+    })?;
+    if samples_after < samples_before {
+        return Err(format!(
+            "Prometheus lost data: {samples_before} router samples in the 10 minutes before the restart, {samples_after} after it"
+        ));
+    }
+    let color = serving_color(stack)?;
+    if color != "blue" {
+        return Err(format!(
+            "after down and up the router serves {color}, not blue (its saved state)"
+        ));
+    }
+    Ok(())
+}
+
+/// The value of a one-series instant vector (0 when empty).
+fn samples(data: &Value) -> Result<f64, String> {
+    match data["result"].as_array().map(Vec::as_slice) {
+        Some([]) => Ok(0.0),
+        Some([series]) => series["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unexpected sample {series}")),
+        _ => Err(format!("unexpected result {data}")),
+    }
+}
+
+fn a_killed_active_backend_is_a_502_and_the_doctor_names_it(stack: &mut Stack) -> Result<(), String> {
+    stack.compose.ok(&["kill", "backend-blue"], COMMAND_DEADLINE)?;
+    let started = Instant::now();
+    let answer = stack.get(&format!("{APP}/api/info"))?;
+    let elapsed = started.elapsed();
+    let body = answer.json()?;
+    if answer.status != 502 || body["error"].as_str().is_none() || body["message"].as_str().is_none() {
+        return Err(format!(
+            "with the active backend killed: {} {}",
+            answer.status, answer.body
+        ));
+    }
+    if elapsed > ROUTER_ERROR_WITHIN {
+        return Err(format!("the 502 took {:.1}s", elapsed.as_secs_f64()));
+    }
+    println!(
+        "compose: active backend killed: {} {} in {} ms",
+        answer.status,
+        body["error"],
+        elapsed.as_millis()
+    );
+    let optional = stack.optional();
+    let mut args = vec!["doctor", "--compose"];
+    if !optional.is_empty() {
+        args.extend(["--optional", optional.as_str()]);
+    }
+    // Prometheus notices at its next scrape of the backend job (5s).
+    let report = eventually("the doctor names backend-blue", Duration::from_secs(30), || {
+        let output = stack.vigie("router", &args)?;
+        let text = output.text();
+        if !output.success && text.contains("backend-blue") && text.contains("blue") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })?;
+    println!("{report}");
+    stack.compose.ok(&["start", "backend-blue"], COMMAND_DEADLINE)?;
+    eventually("blue serves again", Duration::from_secs(60), || {
+        serving_color(stack).and_then(|c| if c == "blue" { Ok(()) } else { Err(c) })
+    })
+}
+
+fn the_grafana_password_is_grafanas_to_read_and_never_printed(stack: &mut Stack) -> Result<(), String> {
+    let volume = stack.compose.volume("grafana-secrets");
+    let busybox = stack.config["prometheus"].image.clone();
+    let file = "/s/grafana-admin-password";
+    let as_user = |user: &str, script: &str| -> Result<crate::docker::Output, String> {
+        crate::docker::run_command(
+            &stack.compose.dir,
+            "docker",
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                user,
+                "-v",
+                &format!("{volume}:/s"),
+                "--entrypoint",
+                "/bin/sh",
+                &busybox,
+                "-c",
+                script,
+            ],
+            &[],
+            COMMAND_DEADLINE,
+        )
+    };
+    let read = as_user("472", &format!("cat {file}"))?;
+    let password = read.stdout.trim().to_owned();
+    if !read.success || password.len() < 16 {
+        return Err(format!("Grafana's uid 472 cannot read a password: {}", read.text()));
+    }
+    let mode = as_user("0", &format!("stat -c '%u %a' {file}"))?;
+    let (owner, bits) = mode.stdout.trim().split_once(' ').ok_or_else(|| mode.text())?;
+    let bits = u32::from_str_radix(bits, 8).map_err(|e| format!("{e}: {}", mode.stdout))?;
+    if bits & 0o022 != 0 || owner == "472" {
+        return Err(format!("the password file is {owner} {bits:o}: others may change it"));
+    }
+    for user in ["472", "12345"] {
+        let write = as_user(user, &format!("echo changed >> {file}"))?;
+        if write.success {
+            return Err(format!("uid {user} could change the password file"));
+        }
+    }
+    let logs = stack
+        .compose
+        .run(&["logs", "--no-color", "grafana-secret"], &[], COMMAND_DEADLINE)?;
+    if logs.text().contains(&password) {
+        return Err("the grafana-secret job printed the password".to_owned());
+    }
+    Ok(())
+}
