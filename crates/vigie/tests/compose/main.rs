@@ -14,6 +14,9 @@
 //! step fails and says how to install them; `VIGIE_COMPOSE_TESTS=skip`
 //! skips them, saying so. `VIGIE_COMPOSE_KEEP=1` leaves the stack running
 //! after the steps (then `docker compose -p vigie down -v` removes it).
+//!
+//! `cargo test -p vigie --test compose -- --prepare` only builds the images
+//! and prints the compose files and services to start (bench/compose.sh).
 #![forbid(unsafe_code)]
 
 mod docker;
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
         );
         println!("0 passed, 0 failed, {} skipped", scenario::STEPS.len());
         return ExitCode::SUCCESS;
+    }
+    if std::env::args().any(|a| a == "--prepare") {
+        return prepare_only();
     }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut stack = match stack::Stack::start() {
@@ -71,5 +77,26 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Builds the images and prints, one `key: value` line each, what a script
+/// needs to start the same stack.
+fn prepare_only() -> ExitCode {
+    match stack::Stack::prepare() {
+        Ok(stack) => {
+            let files: Vec<String> = stack.compose.files.iter().map(|f| f.display().to_string()).collect();
+            let (jobs, services) = stack.jobs_apart();
+            let join = |names: Vec<&String>| names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+            println!("compose-files: {}", files.join(":"));
+            println!("services: {}", join(services));
+            println!("jobs: {}", join(jobs));
+            println!("optional: {}", stack.optional());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("compose: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -74,7 +74,28 @@ fn repo() -> PathBuf {
 }
 
 impl Stack {
+    /// Prepares the stack and starts it: every service healthy.
     pub fn start() -> Result<Stack, String> {
+        let mut stack = Stack::prepare()?;
+        let started = Instant::now();
+        if let Err(error) = stack.up() {
+            stack.print_diagnostics();
+            stack.stop();
+            return Err(error);
+        }
+        stack.up_elapsed = started.elapsed();
+        println!(
+            "compose: {} services up and healthy in {:.1}s: {}",
+            stack.services.len(),
+            stack.up_elapsed.as_secs_f64(),
+            stack.services.join(", ")
+        );
+        Ok(stack)
+    }
+
+    /// Checks the engine, builds the images and chooses the services;
+    /// starts nothing.
+    pub fn prepare() -> Result<Stack, String> {
         let root = repo();
         let engine_arch = preflight(&root)?;
         refuse_existing_project(&root)?;
@@ -132,7 +153,7 @@ impl Stack {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut stack = Stack {
+        Ok(Stack {
             compose,
             services,
             config,
@@ -141,21 +162,7 @@ impl Stack {
             runtime,
             http,
             facts: BTreeMap::new(),
-        };
-        let started = Instant::now();
-        if let Err(error) = stack.up() {
-            stack.print_diagnostics();
-            stack.stop();
-            return Err(error);
-        }
-        stack.up_elapsed = started.elapsed();
-        println!(
-            "compose: {} services up and healthy in {:.1}s: {}",
-            stack.services.len(),
-            stack.up_elapsed.as_secs_f64(),
-            stack.services.join(", ")
-        );
-        Ok(stack)
+        })
     }
 
     /// `docker compose up -d --wait` of the runnable services. A one-shot
@@ -164,10 +171,7 @@ impl Stack {
     /// `--wait` would take its normal exit for a failure. Such a job is
     /// started apart, and must exit 0.
     pub fn up(&self) -> Result<(), String> {
-        let (jobs, services): (Vec<&String>, Vec<&String>) = self
-            .services
-            .iter()
-            .partition(|name| self.config[*name].one_shot && !self.has_dependent(name));
+        let (jobs, services) = self.jobs_apart();
         let timeout = UP_DEADLINE.as_secs().to_string();
         let mut args = vec!["up", "-d", "--wait", "--wait-timeout", &timeout];
         args.extend(services.iter().map(|s| s.as_str()));
@@ -188,6 +192,13 @@ impl Stack {
             })?;
         }
         Ok(())
+    }
+
+    /// The one-shot jobs no started service waits for, and the rest.
+    pub fn jobs_apart(&self) -> (Vec<&String>, Vec<&String>) {
+        self.services
+            .iter()
+            .partition(|name| self.config[*name].one_shot && !self.has_dependent(name))
     }
 
     /// Whether a started service depends on `name`.
