@@ -211,3 +211,37 @@ fn tempo_config_uses_only_known_top_level_keys() {
         "stack/tempo/tempo.yaml: unknown top-level keys {unknown:?}"
     );
 }
+
+/// Each pinned upstream image (compose files, the Dockerfile's build stage)
+/// has its row in docs/stack.md's table of pinned versions, with the same
+/// tag: where and when the tag was checked upstream.
+#[test]
+fn every_pinned_upstream_image_is_in_the_versions_table() {
+    let table = std::fs::read_to_string(repo().join("docs/stack.md")).expect("docs/stack.md");
+    let mut images: Vec<String> = Vec::new();
+    for compose in ["compose.yaml", "compose.alloy.yaml"] {
+        let doc = load(&repo().join(compose)).unwrap_or_else(|e| panic!("{e}"));
+        for service in doc["services"].as_object().into_iter().flatten().map(|(_, s)| s) {
+            if let (Some(image), false) = (service["image"].as_str(), service["build"].is_object()) {
+                images.push(image.to_owned());
+            }
+        }
+    }
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    images.extend(
+        dockerfile
+            .lines()
+            .filter_map(|l| l.strip_prefix("FROM "))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+            .filter(|image| image.contains(':')),
+    );
+    assert!(images.len() >= 8, "images found: {images:?}");
+    for image in images {
+        let (name, tag) = image.rsplit_once(':').expect("a tag");
+        let (first, second) = (format!("| `{name}` "), format!("| `{tag}` |"));
+        assert!(
+            table.lines().any(|l| l.starts_with(&first) && l.contains(&second)),
+            "docs/stack.md's pinned versions table has no row for {image}"
+        );
+    }
+}
