@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -126,7 +127,8 @@ async fn silent_server() -> String {
 
 #[derive(Clone)]
 struct FakeLoki {
-    ready: bool,
+    /// Shared, so a test can make a starting Loki ready.
+    ready: Arc<AtomicBool>,
     /// Lines per color over the queried window.
     lines: Vec<(&'static str, u64)>,
     queries: Arc<Mutex<Vec<String>>>,
@@ -135,7 +137,7 @@ struct FakeLoki {
 impl FakeLoki {
     fn new(ready: bool, lines: &[(&'static str, u64)]) -> Self {
         FakeLoki {
-            ready,
+            ready: Arc::new(AtomicBool::new(ready)),
             lines: lines.to_vec(),
             queries: Arc::default(),
         }
@@ -155,7 +157,7 @@ impl FakeLoki {
 }
 
 async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
-    if loki.ready {
+    if loki.ready.load(Ordering::SeqCst) {
         "ready\n".into_response()
     } else {
         (
@@ -171,7 +173,7 @@ async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<S
         .lock()
         .expect("queries lock")
         .push(params.get("query").cloned().unwrap_or_default());
-    if !loki.ready {
+    if !loki.ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "Ingester not ready\n").into_response();
     }
     let now = 1_588_889_221;
@@ -1018,6 +1020,111 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
         "{}",
         run.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_service_that_is_not_running_is_named_and_skipped_but_a_faulty_one_fails() {
+    let dir = TempDir::new("doctor-optional");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+    let with_loki = |loki: &str, optional: bool| {
+        let mut args = strings(&[
+            "--admin",
+            &router.admin_url(""),
+            "--loki",
+            loki,
+            "--skip",
+            "prometheus,tempo,grafana,alertmanager",
+            "--timeout",
+            "1s",
+        ]);
+        if optional {
+            args.extend(strings(&["--optional", "loki,tempo"]));
+        }
+        args
+    };
+
+    // Nothing listens: absent, so skipped and named, and the run passes.
+    let absent = dead_url();
+    let run = doctor(&with_loki(&absent, true), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    for name in ["loki ready", "loki logs"] {
+        let line = run.line(name);
+        assert!(line.starts_with("skip "), "{line}");
+        assert!(
+            line.contains(&format!(
+                "not running (optional, --optional): connection refused at {absent}"
+            )),
+            "{line}"
+        );
+    }
+    // The same without --optional: a failure.
+    let run = doctor(&with_loki(&absent, false), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status("loki ready"), "FAIL", "{}", run.stdout);
+
+    // Running but hung: optional forgives absence, not a fault.
+    let hung = silent_server().await;
+    let run = doctor(&with_loki(&hung, true), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.line("loki ready").contains("no answer within 1s"), "{}", run.stdout);
+
+    // Running and well: checked as usual.
+    let loki = FakeLoki::new(true, &[("blue", 3)]).serve().await;
+    let run = doctor(&with_loki(&loki, true), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status("loki ready"), "ok", "{}", run.stdout);
+    assert_eq!(run.status("loki logs"), "ok", "{}", run.stdout);
+
+    let refused = doctor(&strings(&["--optional", "prometheus"]), &[]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("cannot be optional"), "{}", refused.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_checks_again_until_a_starting_service_is_ready_and_gives_up_at_its_deadline() {
+    let dir = TempDir::new("doctor-wait");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+    let loki = FakeLoki::new(false, &[("blue", 3)]);
+    let url = loki.serve().await;
+    let args = |wait: &str| {
+        strings(&[
+            "--admin",
+            &router.admin_url(""),
+            "--loki",
+            &url,
+            "--skip",
+            "prometheus,tempo,grafana,alertmanager",
+            "--wait",
+            wait,
+        ])
+    };
+
+    // Never ready: the last round's failure, once the wait is over.
+    let run = doctor(&args("3s"), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.elapsed >= Duration::from_secs(2), "gave up after {:?}", run.elapsed);
+    assert!(run.elapsed < Duration::from_secs(10), "took {:?}", run.elapsed);
+    assert!(run.stderr.contains("doctor: waiting for loki ready"), "{}", run.stderr);
+    assert_eq!(run.status("loki ready"), "FAIL", "{}", run.stdout);
+
+    // Ready after 3 s: the run passes then, well before its deadline.
+    let ready = Arc::clone(&loki.ready);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ready.store(true, Ordering::SeqCst);
+    });
+    let run = doctor(&args("25s"), &[TOKEN_ENV]).await;
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.elapsed >= Duration::from_secs(3), "passed after {:?}", run.elapsed);
+    assert!(run.elapsed < Duration::from_secs(15), "took {:?}", run.elapsed);
+    assert!(run.stderr.contains("doctor: waiting for loki ready"), "{}", run.stderr);
+    assert_eq!(run.status("loki ready"), "ok", "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
