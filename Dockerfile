@@ -1,6 +1,9 @@
 # One small, static, non-root image for every vigie role:
 #   docker run vigie:0.1.0 backend --color blue
-# Build: docker build -t vigie:0.1.0 .     (amd64 and arm64 alike; BuildKit)
+# Build: docker compose build, or DOCKER_BUILDKIT=1 docker build -t vigie:0.1.0 .
+# (amd64 and arm64 alike). BuildKit is needed: it sets TARGETARCH, skips the
+# stage VIGIE_BINARY does not select, and makes WORKDIRs owned by USER; the
+# legacy builder does none of these.
 #
 # The binary comes from one of two stages, chosen by VIGIE_BINARY:
 #   build     (default) compiled here, a static musl binary for the
@@ -19,6 +22,7 @@ ARG TARGETARCH
 RUN case "$TARGETARCH" in \
         amd64) echo x86_64-unknown-linux-musl > /rust-target ;; \
         arm64) echo aarch64-unknown-linux-musl > /rust-target ;; \
+        "") echo "vigie: TARGETARCH is empty: build with BuildKit (docker compose build, or DOCKER_BUILDKIT=1 docker build)" >&2; exit 1 ;; \
         *) echo "vigie: no Rust target known for TARGETARCH=$TARGETARCH (amd64, arm64)" >&2; exit 1 ;; \
     esac \
     && apt-get update \

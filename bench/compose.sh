@@ -26,7 +26,8 @@ read -r -a jobs <<<"$(field jobs)"
 echo "services: ${services[*]} (jobs: ${jobs[*]:-none}; left out: $(field optional))"
 compose() { docker compose -p vigie "$@"; }
 sample_file="$(mktemp)"
-trap 'compose down -v --timeout 10 >/dev/null 2>&1 || true; rm -f "$sample_file"' EXIT
+watcher=""
+trap '[ -n "$watcher" ] && kill "$watcher" 2>/dev/null; compose down -v --timeout 10 >/dev/null 2>&1 || true; rm -f "$sample_file"' EXIT
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -40,27 +41,33 @@ for round in $(seq 1 "$ROUNDS"); do
   # The first backend sample is watched for while `up --wait` runs.
   (
     for _ in $(seq 1 1200); do
-      if curl -sf 'http://127.0.0.1:9090/api/v1/query?query=up%7Bjob%3D%22backend%22%7D' 2>/dev/null | grep -q '"value"'; then
+      if curl -sf --max-time 2 'http://127.0.0.1:9090/api/v1/query?query=up%7Bjob%3D%22backend%22%7D%3D%3D1' 2>/dev/null | grep -q '"value"'; then
         since "$start" >"$sample_file"; exit 0
       fi
       sleep 0.1
     done
   ) &
   watcher=$!
-  compose up -d --wait --wait-timeout 180 "${services[@]}" >/dev/null 2>&1
+  if ! out="$(compose up -d --wait --wait-timeout 180 "${services[@]}" 2>&1)"; then
+    printf 'docker compose up failed:\n%s\n' "$out" >&2; exit 1
+  fi
   healthy="$(since "$start")"
   for job in "${jobs[@]}"; do compose up -d "$job" >/dev/null 2>&1; done
   wait "$watcher" || true
+  watcher=""
   sample="$(cat "$sample_file" 2>/dev/null || true)"
   rm -f "$sample_file"
   sleep "$(awk -v s="$SETTLE" -v e="$(since "$start")" 'BEGIN { d = s - e; print (d > 0 ? d : 0) }')"
   total=0
   memory=""
+  containers="$(compose ps -q)"
+  [ -n "$containers" ] || { echo "no container of the stack is running" >&2; exit 1; }
   while read -r name usage; do
     mib="$(printf '%s\n' "$usage" | to_mib)"
     memory="$memory ${name#vigie-}=${mib}"
     total="$(awk -v a="$total" -v b="$mib" 'BEGIN { printf "%.1f", a + b }')"
-  done < <(docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $(compose ps -q) | awk '{print $1, $2}')
+  # shellcheck disable=SC2086 # one argument per container id
+  done < <(docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $containers | awk '{print $1, $2}')
   echo "round $round: healthy ${healthy}s, first backend sample ${sample:-never}s, memory ${total} MiB after ${SETTLE}s:${memory}"
 done
 size="$(docker image inspect vigie:0.1.0 --format '{{.Size}}')"

@@ -151,6 +151,9 @@ impl fmt::Display for Status {
     }
 }
 
+/// Said of an `--optional` service that is not running, on its lines.
+pub const NOT_RUNNING: &str = "not running (optional)";
+
 /// What a check found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {

@@ -12,7 +12,7 @@ pub mod tempo;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::check::{CheckId, CheckResult, Outcome};
+use crate::check::{CheckId, CheckResult, Outcome, NOT_RUNNING};
 use crate::stack::Stack;
 
 async fn timed(stack: &Stack, id: CheckId, check: impl Future<Output = Outcome>) -> CheckResult {
@@ -20,7 +20,7 @@ async fn timed(stack: &Stack, id: CheckId, check: impl Future<Output = Outcome>)
         return CheckResult::skipped(id);
     }
     if let Some(why) = stack.absent(id.component().as_str()) {
-        let outcome = Outcome::skip(format!("not running (optional, --optional): {why}"));
+        let outcome = Outcome::skip(format!("{NOT_RUNNING}: {why}"));
         return CheckResult::new(id, outcome, Duration::ZERO);
     }
     let started = Instant::now();

@@ -42,7 +42,7 @@ async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
     loop {
         let report = examine(args.clone()).await?;
         let now = tokio::time::Instant::now();
-        if report.ok || now + defaults::WAIT_RETRY > deadline {
+        if report.ok || now >= deadline {
             return Ok(report);
         }
         let failing: Vec<&str> = report
@@ -56,7 +56,8 @@ async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
             failing.join(", "),
             (deadline - now).as_secs()
         );
-        tokio::time::sleep(defaults::WAIT_RETRY).await;
+        // The last round runs at the deadline.
+        tokio::time::sleep(defaults::WAIT_RETRY.min(deadline - now)).await;
     }
 }
 

@@ -113,6 +113,12 @@ struct Sample {
     metric: BTreeMap<String, String>,
 }
 
+/// Whether a connection error says the host name did not resolve
+/// (reqwest: "failed to lookup address information: …", "dns error").
+pub fn is_unresolved(cause: &str) -> bool {
+    cause.contains("lookup") || cause.contains("dns error")
+}
+
 /// The doctor inside the compose network, where every service answers.
 pub const COMPOSE_RUN: &str = "docker compose exec router vigie doctor --compose";
 
@@ -140,24 +146,41 @@ impl Stack {
         })
     }
 
-    /// Finds which `--optional` services are not running: those whose URL
-    /// gets no connection at all (inside the compose network: their name
-    /// does not resolve; from the host: refused). A service that answers,
+    /// Finds which `--optional` services are not running, asking each
+    /// (not skipped) one at once. Inside the compose network (`--compose`)
+    /// that is a name that does not resolve: compose removes a stopped
+    /// service's name, while a container still starting has its name and
+    /// refuses connections. From the host, where services are addresses, a
+    /// refused connection is all there is to tell. A service that answers,
     /// whatever it answers, or that times out, is there and is checked.
     /// Promtail and Alloy have no URL here: their Prometheus target tells.
     pub async fn find_absent(&mut self) {
         let urls = [
-            ("loki", Some(self.urls.loki.clone())),
-            ("tempo", self.urls.tempo.clone()),
-            ("grafana", Some(self.urls.grafana.clone())),
-            ("alertmanager", Some(self.urls.alertmanager.clone())),
+            (Component::Loki, Some(self.urls.loki.clone())),
+            (Component::Tempo, self.urls.tempo.clone()),
+            (Component::Grafana, Some(self.urls.grafana.clone())),
+            (Component::Alertmanager, Some(self.urls.alertmanager.clone())),
         ];
-        for (service, url) in urls {
-            let Some(url) = url.filter(|_| self.args.is_optional(service)) else {
+        let mut probes = tokio::task::JoinSet::new();
+        for (component, url) in urls {
+            let service = component.as_str();
+            let Some(url) = url.filter(|_| self.args.is_optional(service) && !self.skips_component(component)) else {
                 continue;
             };
-            if let Err(HttpError::Connect { cause, .. }) = self.http.get(&format!("{url}/"), &[], Auth::None).await {
-                self.absent.insert(service, format!("{cause} at {url}"));
+            let http = self.http.clone();
+            probes.spawn(async move {
+                (
+                    service,
+                    url.clone(),
+                    http.get(&format!("{url}/"), &[], Auth::None).await,
+                )
+            });
+        }
+        while let Some(Ok((service, url, answer))) = probes.join_next().await {
+            if let Err(HttpError::Connect { cause, .. }) = answer {
+                if is_unresolved(&cause) || (!self.args.compose && cause.contains("refused")) {
+                    self.absent.insert(service, format!("{cause} at {url}"));
+                }
             }
         }
     }

@@ -242,6 +242,8 @@ const runTsc = () => {
   const run = spawnSync(process.execPath, [tscPath, '-p', join(here, 'tsconfig.json'), '--pretty', 'false'], {
     cwd: here,
     encoding: 'utf8',
+    // A type check of five dashboards takes seconds; never wait forever.
+    timeout: 120_000,
   });
   if (run.error) fail(`cannot run tsc: ${run.error.message}`);
   // `file(line,col): error TSnnnn: message` and, indented, the rest of the message.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::check::Outcome;
+use crate::check::{Outcome, NOT_RUNNING};
 use crate::stack::{Stack, Target};
 
 pub async fn targets(stack: &Stack) -> Outcome {
@@ -30,11 +30,12 @@ pub async fn targets(stack: &Stack) -> Outcome {
 /// A down target of an `--optional` service that is not running: its name
 /// does not resolve on the compose network (Prometheus' Go resolver says
 /// "no such host", or "server misbehaving" when Docker's DNS cannot ask the
-/// host's resolvers), or nothing listens there.
+/// host's resolvers). A refused connection is a container still starting,
+/// or broken: down, not absent.
 fn is_absent(target: &Target, optional: impl Fn(&str) -> bool) -> bool {
     target.health == "down"
         && optional(target.job())
-        && ["no such host", "server misbehaving", "connection refused"]
+        && ["no such host", "server misbehaving"]
             .iter()
             .any(|cause| target.last_error.contains(cause))
 }
@@ -45,10 +46,11 @@ fn with_absent(mut outcome: Outcome, absent: &[Target]) -> Outcome {
         return outcome;
     }
     let mut jobs: Vec<&str> = absent.iter().map(Target::job).collect();
+    jobs.sort_unstable();
     jobs.dedup();
     outcome
         .detail
-        .push_str(&format!("; not running (optional): {}", jobs.join(", ")));
+        .push_str(&format!("; {NOT_RUNNING}: {}", jobs.join(", ")));
     if let Some(data) = outcome.data.as_object_mut() {
         data.insert("absent".to_owned(), json!(jobs));
     }
@@ -341,12 +343,25 @@ mod tests {
         assert!(!is_absent(&tempo_broken, optional));
         // Not named optional: a failure.
         assert!(!is_absent(&loki, |_| false));
+        // Refused: a container that is starting, or broken; not absent.
+        let starting = target(
+            "loki",
+            "loki:3100",
+            "down",
+            "dial tcp 172.18.0.5:3100: connect: connection refused",
+            &[],
+        );
+        assert!(!is_absent(&starting, optional));
 
         let router = target("router", "router:8081", "up", "", &[]);
-        let outcome = with_absent(summarize_targets(&[router], "http://p"), &[loki]);
+        let tempo = target("tempo", "tempo:3200", "down", lookup, &[]);
+        let outcome = with_absent(
+            summarize_targets(&[router], "http://p"),
+            &[tempo.clone(), loki.clone(), tempo],
+        );
         assert_eq!(outcome.status, Status::Ok);
-        assert_eq!(outcome.detail, "1/1 up; not running (optional): loki");
-        assert_eq!(outcome.data["absent"], serde_json::json!(["loki"]));
+        assert_eq!(outcome.detail, "1/1 up; not running (optional): loki, tempo");
+        assert_eq!(outcome.data["absent"], serde_json::json!(["loki", "tempo"]));
     }
 
     #[test]

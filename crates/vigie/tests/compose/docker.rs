@@ -16,6 +16,19 @@ pub struct Output {
 }
 
 impl Output {
+    /// stdout of a successful command; else an error quoting the output.
+    pub fn into_stdout(self, program: &str, args: &[&str]) -> Result<String, String> {
+        if self.success {
+            return Ok(self.stdout);
+        }
+        Err(format!(
+            "`{program} {}` failed ({}):\n{}",
+            args.join(" "),
+            self.code.map_or("killed".to_owned(), |c| format!("exit {c}")),
+            self.text().trim_end()
+        ))
+    }
+
     /// stdout and stderr together, for messages.
     pub fn text(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
@@ -88,17 +101,7 @@ pub fn command_ok(
     envs: &[(&str, &str)],
     deadline: Duration,
 ) -> Result<String, String> {
-    let output = run_command(dir, program, args, envs, deadline)?;
-    if output.success {
-        Ok(output.stdout)
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}):\n{}",
-            args.join(" "),
-            output.code.map_or("killed".to_owned(), |c| format!("exit {c}")),
-            output.text().trim_end()
-        ))
-    }
+    run_command(dir, program, args, envs, deadline)?.into_stdout(program, args)
 }
 
 /// `docker compose` for one project, with its compose files.
@@ -128,10 +131,9 @@ impl Compose {
 
     /// `docker compose <args>`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str], deadline: Duration) -> Result<String, String> {
-        let mut all = self.base_args();
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        command_ok(&self.dir, "docker", &all, &[], deadline)
+        let mut shown = vec!["compose"];
+        shown.extend_from_slice(args);
+        self.run(args, &[], deadline)?.into_stdout("docker", &shown)
     }
 
     /// `docker compose exec -T <service> <command…>`.

@@ -53,7 +53,7 @@ pub struct StandIn {
     share: Option<&'static str>,
 }
 
-const BUILD_DEADLINE: Duration = Duration::from_secs(1800);
+pub const BUILD_DEADLINE: Duration = Duration::from_secs(1800);
 
 /// Builds `vigie:<version>` for the engine. `prebuilt` compiles a static
 /// binary with this machine's toolchain into target/image/vigie first.
@@ -104,10 +104,41 @@ fn compile_static(root: &Path, rust_target: &str) -> Result<(), String> {
         BUILD_DEADLINE,
     )?;
     let built = target_dir.join(rust_target).join("release/vigie");
+    // The image is `scratch`: a dynamically linked binary would not start
+    // there (e.g. when RUSTFLAGS, which cargo prefers, dropped +crt-static).
+    if has_interpreter(&built)? {
+        return Err(format!(
+            "{} is dynamically linked; the image needs a static binary (is RUSTFLAGS set? \
+             it takes precedence over {flags_var})",
+            built.display()
+        ));
+    }
     let dest = root.join("target/image/vigie");
     std::fs::create_dir_all(root.join("target/image")).map_err(|e| e.to_string())?;
     std::fs::copy(&built, &dest).map_err(|e| format!("copy {} to {}: {e}", built.display(), dest.display()))?;
     Ok(())
+}
+
+/// Whether an ELF64 executable names a program interpreter (PT_INTERP):
+/// the dynamic loader, which a static binary does without.
+fn has_interpreter(binary: &Path) -> Result<bool, String> {
+    let bytes = std::fs::read(binary).map_err(|e| format!("read {}: {e}", binary.display()))?;
+    let field = |at: usize, len: usize| -> Result<u64, String> {
+        let slice = bytes.get(at..at + len).ok_or("not an ELF64 file")?;
+        Ok(slice.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    if bytes.get(..5) != Some(b"\x7fELF\x02".as_slice()) {
+        return Err(format!("{} is not an ELF64 file", binary.display()));
+    }
+    let (offset, size, count) = (field(0x20, 8)?, field(0x36, 2)?, field(0x38, 2)?);
+    for index in 0..count {
+        const PT_INTERP: u64 = 3;
+        let at = usize::try_from(offset + index * size).map_err(|e| e.to_string())?;
+        if field(at, 4)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The Rust target whose static binary runs on the engine, when this host
@@ -126,15 +157,17 @@ pub fn prebuilt_target(engine_arch: &str) -> Option<&'static str> {
 /// Makes the stand-in images from Debian's binaries.
 pub fn build_stand_ins(dir: &Path) -> Result<(), String> {
     let mut missing = Vec::new();
-    for path in [BUSYBOX, STAND_INS[0].binary, STAND_INS[1].binary] {
+    for path in std::iter::once(BUSYBOX).chain(STAND_INS.iter().map(|s| s.binary)) {
         if !Path::new(path).exists() {
             missing.push(path);
         }
     }
     if !missing.is_empty() {
         return Err(format!(
-            "the Prometheus and Alertmanager stand-ins are made from Debian's binaries; missing: {} \
-             (apt-get install prometheus prometheus-alertmanager busybox-static)",
+            "the pinned Prometheus and Alertmanager images are not on this engine, and their stand-ins \
+             are made from Debian's binaries, missing here: {}. Either pull the images (with a \
+             registry: `docker compose pull prometheus alertmanager`, or VIGIE_COMPOSE_PULL=1 for every \
+             pinned image) or, on Debian, `apt-get install prometheus prometheus-alertmanager busybox-static`",
             missing.join(", ")
         ));
     }
@@ -246,8 +279,10 @@ fn build_stand_in(dir: &Path, stand_in: &StandIn) -> Result<(), String> {
 
 /// The shared libraries `ldd` says the binary loads, by absolute path.
 fn shared_libraries(dir: &Path, binary: &str) -> Result<Vec<PathBuf>, String> {
-    let output = command_ok(dir, "ldd", &[binary], &[], Duration::from_secs(30))?;
+    // A static binary: ldd says "not a dynamic executable" and fails.
+    let output = docker::run_command(dir, "ldd", &[binary], &[], Duration::from_secs(30))?;
     Ok(output
+        .stdout
         .split_whitespace()
         .filter(|word| word.starts_with('/'))
         .map(PathBuf::from)

@@ -35,8 +35,24 @@ fn main() -> ExitCode {
         println!("0 passed, 0 failed, {} skipped", scenario::STEPS.len());
         return ExitCode::SUCCESS;
     }
-    if std::env::args().any(|a| a == "--prepare") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--prepare") {
         return prepare_only();
+    }
+    // As a libtest binary would: `--list` names the one test, and a name
+    // filter or `--ignored` that selects it not runs nothing.
+    if args.iter().any(|a| a == "--list") {
+        println!("compose: test\n\n1 test, 0 benchmarks");
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected = filters.is_empty()
+        || filters.iter().any(|f| {
+            "compose".contains(f.as_str()) || scenario::STEPS.iter().any(|(name, _)| name.contains(f.as_str()))
+        });
+    if !selected || args.iter().any(|a| a == "--ignored") {
+        println!("running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return ExitCode::SUCCESS;
     }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut stack = match stack::Stack::start() {

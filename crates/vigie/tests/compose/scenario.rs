@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::stack::{eventually, Stack, COMMAND_DEADLINE};
+use crate::stack::{eventually, Stack, Written, COMMAND_DEADLINE};
 
 type Step = fn(&mut Stack) -> Result<(), String>;
 
@@ -84,15 +84,28 @@ fn every_service_is_healthy_and_published_on_loopback_only(stack: &mut Stack) ->
             }
         }
     }
-    // The ports compose.yaml publishes, for the services running here.
-    for (service, port) in [("router", 8080), ("prometheus", 9090), ("alertmanager", 9093)] {
-        let published = containers
-            .iter()
-            .filter(|c| c["Service"] == service)
-            .flat_map(|c| c["Publishers"].as_array().cloned().unwrap_or_default())
-            .any(|p| p["PublishedPort"] == port && p["URL"] == "127.0.0.1");
-        if !published {
-            problems.push(format!("{service}: port {port} not published on 127.0.0.1"));
+    // Every port compose.yaml publishes, for the services running here,
+    // is asked for on 127.0.0.1 and published there.
+    for service in &stack.services {
+        for (host_ip, port) in &stack.config[service].published {
+            if host_ip != "127.0.0.1" {
+                problems.push(format!(
+                    "{service}: compose.yaml publishes {port} on {host_ip:?}, not 127.0.0.1"
+                ));
+            }
+            let published = containers
+                .iter()
+                .filter(|c| c["Service"] == service.as_str())
+                .flat_map(|c| c["Publishers"].as_array().cloned().unwrap_or_default())
+                .any(|p| p["PublishedPort"] == *port && p["URL"] == "127.0.0.1");
+            if !published {
+                problems.push(format!("{service}: port {port} not published on 127.0.0.1"));
+            }
+        }
+    }
+    for (service, port) in [("router", 8080), ("prometheus", 9090)] {
+        if !stack.config[service].published.iter().any(|(_, p)| *p == port) {
+            problems.push(format!("{service}: compose.yaml does not publish {port}"));
         }
     }
     if problems.is_empty() {
@@ -117,8 +130,7 @@ fn the_api_answers_on_8080_and_a_write_is_seen_by_both_colors(stack: &mut Stack)
     if created.status != 201 {
         return Err(format!("POST /api/tasks: {} {}", created.status, created.body));
     }
-    stack.facts.insert("task_id", id.to_string());
-    stack.facts.insert("task_title", title);
+    stack.written = Some(Written { id, title });
     // Each color reads it from the shared SQLite volume, asked inside its
     // own container; an unknown id must fail the same way (not found).
     for color in ["blue", "green"] {
@@ -264,7 +276,8 @@ fn down_then_up_keeps_tasks_and_prometheus_data(stack: &mut Stack) -> Result<(),
         .compose
         .ok(&["down", "--timeout", "10"], Duration::from_secs(120))?;
     stack.up()?;
-    let id = &stack.facts["task_id"];
+    let written = stack.written.clone().ok_or("no task was written")?;
+    let id = written.id;
     let answer = eventually("GET the task after up", Duration::from_secs(30), || {
         let answer = stack.get(&format!("{APP}/api/tasks/{id}"))?;
         if answer.status == 200 {
@@ -273,7 +286,7 @@ fn down_then_up_keeps_tasks_and_prometheus_data(stack: &mut Stack) -> Result<(),
             Err(format!("{} {}", answer.status, answer.body))
         }
     })?;
-    if answer.json()?["title"] != stack.facts["task_title"].as_str() {
+    if answer.json()?["title"] != written.title.as_str() {
         return Err(format!("the task came back different: {}", answer.body));
     }
     let samples_after = eventually("Prometheus answers after up", Duration::from_secs(30), || {
@@ -335,7 +348,8 @@ fn a_killed_active_backend_is_a_502_and_the_doctor_names_it(stack: &mut Stack) -
     let report = eventually("the doctor names backend-blue", Duration::from_secs(30), || {
         let output = stack.vigie("router", &args)?;
         let text = output.text();
-        if !output.success && text.contains("backend-blue") && text.contains("blue") {
+        let targets = text.lines().find(|l| l.contains("prometheus targets")).unwrap_or("");
+        if !output.success && targets.starts_with("FAIL") && targets.contains("backend-blue:3000 (blue, active)") {
             Ok(text)
         } else {
             Err(text)
@@ -350,6 +364,8 @@ fn a_killed_active_backend_is_a_502_and_the_doctor_names_it(stack: &mut Stack) -
 
 fn the_grafana_password_is_grafanas_to_read_and_never_printed(stack: &mut Stack) -> Result<(), String> {
     let volume = stack.compose.volume("grafana-secrets");
+    // Prometheus' image, upstream's or the stand-in, has busybox: sh, cat,
+    // stat, touch.
     let busybox = stack.config["prometheus"].image.clone();
     let file = "/s/grafana-admin-password";
     let as_user = |user: &str, script: &str| -> Result<crate::docker::Output, String> {
@@ -390,6 +406,11 @@ fn the_grafana_password_is_grafanas_to_read_and_never_printed(stack: &mut Stack)
         let write = as_user(user, &format!("echo changed >> {file}"))?;
         if write.success {
             return Err(format!("uid {user} could change the password file"));
+        }
+        // Nor replace it: the directory is not theirs to write either.
+        let replace = as_user(user, "touch /s/replacement")?;
+        if replace.success {
+            return Err(format!("uid {user} can write into the secrets volume"));
         }
     }
     let logs = stack

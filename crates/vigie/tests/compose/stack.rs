@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use vigie_doctor::defaults::OPTIONAL_SERVICES;
+
 use crate::docker::{self, Compose, Output};
 use crate::images;
 
@@ -19,8 +21,6 @@ pub const PROJECT: &str = "vigie";
 pub const UP_DEADLINE: Duration = Duration::from_secs(180);
 /// Longest wait for a short docker command (ps, exec, config, kill).
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
-/// The services `vigie doctor --optional` accepts (its defaults).
-const OPTIONAL_SERVICES: &[&str] = &["loki", "promtail", "alloy", "tempo", "grafana", "alertmanager"];
 
 const INSTALL_HINT: &str = "the compose tests need a Docker engine and the compose v2 plugin: \
     on Debian/Ubuntu as root `apt-get install docker.io` and start dockerd, then \
@@ -37,21 +37,39 @@ pub struct Service {
     pub healthcheck: bool,
     /// `restart: "no"`: a one-shot job that must exit 0.
     pub one_shot: bool,
+    /// The ports it publishes: (host address, port).
+    pub published: Vec<(String, u64)>,
+}
+
+/// The task written in one step and read back in later ones.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub id: i64,
+    pub title: String,
 }
 
 pub struct Stack {
     pub compose: Compose,
-    /// The services started, in compose's order.
+    /// The services started, by name.
     pub services: Vec<String>,
     pub config: BTreeMap<String, Service>,
     /// Left out, with why.
     pub left_out: Vec<(String, String)>,
-    /// How long the first `up --wait` took.
-    pub up_elapsed: Duration,
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
-    /// Facts the steps pass on to each other.
-    pub facts: BTreeMap<&'static str, String>,
+    /// The task the API step wrote.
+    pub written: Option<Written>,
+    /// Whether `stop` ran (else dropping the stack runs it: a panicking
+    /// step leaves nothing behind).
+    stopped: bool,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stop();
+        }
+    }
 }
 
 /// An HTTP answer: status and body.
@@ -76,18 +94,16 @@ fn repo() -> PathBuf {
 impl Stack {
     /// Prepares the stack and starts it: every service healthy.
     pub fn start() -> Result<Stack, String> {
-        let mut stack = Stack::prepare()?;
+        let stack = Stack::prepare()?;
         let started = Instant::now();
         if let Err(error) = stack.up() {
             stack.print_diagnostics();
-            stack.stop();
             return Err(error);
         }
-        stack.up_elapsed = started.elapsed();
         println!(
             "compose: {} services up and healthy in {:.1}s: {}",
             stack.services.len(),
-            stack.up_elapsed.as_secs_f64(),
+            started.elapsed().as_secs_f64(),
             stack.services.join(", ")
         );
         Ok(stack)
@@ -107,6 +123,10 @@ impl Stack {
             files: files.clone(),
         };
         let upstream = resolve_config(&compose_plain)?;
+        if std::env::var_os("VIGIE_COMPOSE_PULL").is_some() {
+            // Every pinned image the registry has; what it lacks is left out.
+            let _ = compose_plain.run(&["pull", "--ignore-pull-failures"], &[], images::BUILD_DEADLINE);
+        }
         let need_stand_ins = images::STAND_INS.iter().any(|s| {
             upstream
                 .get(s.service)
@@ -158,10 +178,10 @@ impl Stack {
             services,
             config,
             left_out,
-            up_elapsed: Duration::ZERO,
             runtime,
             http,
-            facts: BTreeMap::new(),
+            written: None,
+            stopped: false,
         })
     }
 
@@ -277,7 +297,8 @@ impl Stack {
     }
 
     /// Removes the stack and its volumes, unless VIGIE_COMPOSE_KEEP is set.
-    pub fn stop(&self) {
+    pub fn stop(&mut self) {
+        self.stopped = true;
         if std::env::var_os("VIGIE_COMPOSE_KEEP").is_some() {
             println!(
                 "compose: VIGIE_COMPOSE_KEEP is set: the stack is left running (docker compose -p {PROJECT} down -v)"
@@ -315,8 +336,9 @@ fn refuse_existing_project(root: &Path) -> Result<(), String> {
     Err(format!(
         "a compose project named {PROJECT} already has containers or volumes on this engine \
          ({} containers; volumes: {}). The tests start the stack from fresh volumes and remove it, \
-         volumes included, at the end, so they do not run beside it. Stop it first: \
-         `docker compose down` (add -v only if its data may go).",
+         volumes included, at the end, so they run only where neither exists: \
+         `docker compose down -v` removes both, the data in the volumes with them \
+         (copy out what you want to keep first).",
         containers.lines().count(),
         volumes.split_whitespace().collect::<Vec<_>>().join(" ")
     ))
@@ -337,12 +359,25 @@ pub fn resolve_config(compose: &Compose) -> Result<BTreeMap<String, Service>, St
                 .map(|d| d.keys().cloned().collect())
                 .unwrap_or_default();
             let healthcheck = svc["healthcheck"].is_object() && svc["healthcheck"]["disable"] != Value::Bool(true);
+            let published = svc["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let port = p["published"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or(p["published"].as_u64())?;
+                    Some((p["host_ip"].as_str().unwrap_or("").to_owned(), port))
+                })
+                .collect();
             let service = Service {
                 image: svc["image"].as_str().unwrap_or_default().to_owned(),
                 built: svc["build"].is_object(),
                 depends_on,
                 healthcheck,
                 one_shot: svc["restart"].as_str() == Some("no"),
+                published,
             };
             (name.clone(), service)
         })
