@@ -3,17 +3,23 @@
 //! token when one is set), `GET /metrics` and `GET /health/live` (open, so
 //! Prometheus and container health checks need no secret; neither reveals
 //! or changes anything sensitive).
+//!
+//! `POST /switch` takes `application/json` only and refuses a request from
+//! another origin: a web page can send a form (`text/plain`, no preflight)
+//! to any address its browser reaches, the admin port on the same machine
+//! included, and without a token nothing else would stop it.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::header::AUTHORIZATION;
-use http::StatusCode;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use vigie_telemetry::config::parse_duration;
@@ -144,7 +150,47 @@ fn refused_by_precheck(to: Color, active: Color, precheck: &Precheck) -> Respons
     json_error(status, kind, &message, Some(extra))
 }
 
-async fn switch(State(admin): State<Admin>, body: Bytes) -> Result<Response, AdminError> {
+/// A state-changing request must be JSON from no browser page of another
+/// origin: a `Content-Type` a form cannot send, and no foreign `Origin`
+/// (browsers send one with every POST; the CLI and scripts send none).
+fn from_no_foreign_page(headers: &HeaderMap) -> Result<(), AdminError> {
+    let media_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media_type.as_deref() != Some("application/json") {
+        return Err(AdminError::UnsupportedMediaType(format!(
+            "send the switch as Content-Type: application/json (got {})",
+            media_type.as_deref().unwrap_or("none")
+        )));
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let same = !host.is_empty()
+            && [format!("http://{host}"), format!("https://{host}")]
+                .iter()
+                .any(|o| o == origin);
+        if !same {
+            return Err(AdminError::ForbiddenOrigin(format!(
+                "a switch from the web page of another origin ({origin}) is refused"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn switch(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AdminError> {
+    from_no_foreign_page(&headers)?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_BODY_BYTES),
+        _ => AdminError::BadRequest(rejection.body_text()),
+    })?;
     let request: SwitchRequest = serde_json::from_slice(&body).map_err(|e| {
         AdminError::BadRequest(format!(
             "expected {{\"to\": \"blue\"|\"green\", \"guard\"?: \"2m\", \"force\"?: false}}: {e}"

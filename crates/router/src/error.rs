@@ -67,6 +67,12 @@ pub enum AdminError {
     BadRequest(String),
     #[error("no such admin endpoint")]
     NotFound,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    ForbiddenOrigin(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     #[error("the switch task failed: {0}")]
     Internal(String),
 }
@@ -78,6 +84,9 @@ impl IntoResponse for AdminError {
             AdminError::UnknownColor(_) => (StatusCode::BAD_REQUEST, "unknown_color"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            AdminError::ForbiddenOrigin(_) => (StatusCode::FORBIDDEN, "forbidden_origin"),
+            AdminError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AdminError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let mut response = json_error(status, kind, &self.to_string(), None);

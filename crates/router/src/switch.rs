@@ -145,8 +145,9 @@ impl Switcher {
             drained: true,
             drain_ms: 0,
             in_flight_left: 0,
-            state_saved: true,
-            targets_written: true,
+            // Set once the files are written: a noop writes none.
+            state_saved: false,
+            targets_written: false,
             errors: Vec::new(),
             total_ms: 0,
             switch_number: self.routing.switches(),
@@ -192,6 +193,8 @@ impl Switcher {
             since: now,
             switches: self.routing.switches(),
         };
+        outcome.state_saved = true;
+        outcome.targets_written = true;
         if let Err(e) = self.state_file.save(&saved).await {
             self.metrics.file_write_error("state");
             let message = format!(

@@ -363,6 +363,73 @@ async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
     assert_eq!(served_by(&router).await, "blue");
 }
 
+/// Without a token, a page in a browser on the same machine could post a
+/// form to the admin port: no preflight for `text/plain`, and the browser
+/// sends its own `Origin`. Both are refused and nothing changes.
+#[tokio::test]
+async fn a_switch_a_web_page_could_send_is_refused_and_changes_nothing() {
+    let stack = Stack::start("router-csrf", &[]);
+    let url = stack.router.admin_url("/switch");
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host")
+        .to_owned();
+    let post = |content_type: &'static str, origin: Option<String>| {
+        let mut request = client()
+            .post(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", content_type)
+            .body(r#"{"to":"green"}"#);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let cases = [
+        ("text/plain", None, 415, "unsupported_media_type"),
+        ("application/x-www-form-urlencoded", None, 415, "unsupported_media_type"),
+        (
+            "application/json",
+            Some("http://evil.example".to_owned()),
+            403,
+            "forbidden_origin",
+        ),
+        ("application/json", Some("null".to_owned()), 403, "forbidden_origin"),
+    ];
+    for (content_type, origin, status, kind) in cases {
+        let response = post(content_type, origin.clone()).await.expect("POST /switch");
+        assert_eq!(response.status(), status, "{content_type} {origin:?}");
+        let answer: Value = response.json().await.expect("json error");
+        assert_eq!(answer["error"], kind, "{answer}");
+        assert_eq!(stack.router.router_status().await["active"], "blue");
+    }
+    // Its own origin (a page served by the admin listener itself) is fine.
+    let response = post("application/json; charset=utf-8", Some(format!("http://{host}")))
+        .await
+        .expect("POST /switch");
+    assert_eq!(response.status(), 200);
+    assert_eq!(stack.router.router_status().await["active"], "green");
+}
+
+#[tokio::test]
+async fn an_admin_body_over_its_limit_is_a_json_413() {
+    let stack = Stack::start("router-413", &[]);
+    let response = client()
+        .post(stack.router.admin_url("/switch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"to":"green","reason":"{}"}}"#, "x".repeat(8 * 1024)))
+        .send()
+        .await
+        .expect("POST /switch");
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.expect("a JSON error, not plain text");
+    assert_eq!(answer["error"], "payload_too_large", "{answer}");
+    assert_eq!(stack.router.router_status().await["active"], "blue");
+}
+
 #[tokio::test]
 async fn unknown_colors_and_malformed_switch_requests_get_400() {
     let stack = Stack::start("router-400", &[]);
@@ -399,6 +466,12 @@ async fn switching_to_the_active_color_changes_nothing() {
     let (status, body) = stack.router.switch_to("blue").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "noop");
+    // Nothing was written, and the answer says so.
+    assert_eq!(
+        (body["state_saved"].as_bool(), body["targets_written"].as_bool()),
+        (Some(false), Some(false)),
+        "{body}"
+    );
     assert_eq!(stack.router.router_status().await["switches"], 0);
     let metrics = stack.router.metrics_text().await;
     assert_eq!(
