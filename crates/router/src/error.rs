@@ -45,15 +45,61 @@ impl UpstreamError {
 impl UpstreamError {
     /// The JSON error response sent to the client.
     pub fn to_response(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        let body = json!({ "error": self.error_kind(), "message": self.message }).to_string();
-        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        proxy_error_response(self.status(), self.error_kind(), &self.message)
     }
+}
+
+/// A proxied request the client got wrong: its body malformed, cut short
+/// or stalled. Answered 400 or 408; never counted against the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ClientError {
+    /// The body could not be read (`why` in plain words).
+    pub fn bad_body(why: String) -> Self {
+        ClientError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request_body",
+            message: format!("{why}; the request was not completed"),
+        }
+    }
+
+    /// The body had not all arrived when the request timeout ran out.
+    pub fn stalled(timeout: std::time::Duration) -> Self {
+        ClientError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            kind: "request_body_timeout",
+            message: format!(
+                "the request body did not arrive within {} ms; the request was not completed",
+                timeout.as_millis()
+            ),
+        }
+    }
+
+    pub fn to_response(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        proxy_error_response(self.status, self.kind, &self.message)
+    }
+}
+
+/// A JSON error of the public listener (plain hyper, no framework).
+fn proxy_error_response(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let body = json!({ "error": kind, "message": message }).to_string();
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Errors of the admin API.

@@ -30,6 +30,7 @@ pub mod state_file;
 pub mod switch;
 pub mod target;
 pub mod targets;
+pub mod upload;
 pub mod upstream;
 
 use std::future::IntoFuture;

@@ -19,10 +19,11 @@ use vigie_telemetry::http::method_label;
 use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
-use crate::error::UpstreamError;
+use crate::error::{ClientError, UpstreamError};
 use crate::headers::{add_forwarded, remove_hop_by_hop, X_REQUEST_ID, X_VIGIE_COLOR};
 use crate::metrics::{ErrorKind, RouterMetrics};
 use crate::routing::Routing;
+use crate::upload::ClientUpload;
 use crate::upstream::{empty_body, InFlight, Upstream};
 
 /// What the client receives: the upstream's body, or a JSON error.
@@ -125,9 +126,15 @@ pub async fn handle(
             };
             Response::from_parts(parts, Either::Left(tracked))
         }
-        Err(error) => {
+        Err(Failed::Upstream(error)) => {
             proxy.metrics.upstream_error(upstream.color, error.kind);
             exchange.status = error.status().as_u16();
+            exchange.error = Some(error.message.clone());
+            drop(exchange);
+            error.to_response().map(Either::Right)
+        }
+        Err(Failed::Client(error)) => {
+            exchange.status = error.status.as_u16();
             exchange.error = Some(error.message.clone());
             drop(exchange);
             error.to_response().map(Either::Right)
@@ -139,6 +146,12 @@ pub async fn handle(
     Ok(response)
 }
 
+/// Why a proxied request got no response from its upstream, by whose fault.
+enum Failed {
+    Upstream(UpstreamError),
+    Client(ClientError),
+}
+
 /// Sends the request upstream and waits for the response head.
 async fn forward(
     upstream: &Upstream,
@@ -147,12 +160,14 @@ async fn forward(
     request_id: HeaderValue,
     timeout: Duration,
     trace: Option<&opentelemetry::Context>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<Response<Incoming>, Failed> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = upstream.url.uri(path_and_query).map_err(|e| UpstreamError {
-        kind: ErrorKind::Other,
-        message: format!("cannot build the upstream URL: {e}"),
+    parts.uri = upstream.url.uri(path_and_query).map_err(|e| {
+        Failed::Upstream(UpstreamError {
+            kind: ErrorKind::Other,
+            message: format!("cannot build the upstream URL: {e}"),
+        })
     })?;
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
@@ -173,6 +188,7 @@ async fn forward(
         *again.headers_mut() = parts.headers.clone();
         again
     });
+    let (body, upload) = ClientUpload::new(body);
     let exchange = async {
         match upstream
             .client
@@ -191,11 +207,17 @@ async fn forward(
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(classify(upstream, &error)),
-        Err(_) => Err(UpstreamError {
+        // The client's body broke first: the upstream only saw it break.
+        Ok(Err(error)) => Err(match upload.failure() {
+            Some(why) => Failed::Client(ClientError::bad_body(why)),
+            None => Failed::Upstream(classify(upstream, &error)),
+        }),
+        // Still waiting for the client's body: the client stalled.
+        Err(_) if !upload.finished() => Err(Failed::Client(ClientError::stalled(timeout))),
+        Err(_) => Err(Failed::Upstream(UpstreamError {
             kind: ErrorKind::Timeout,
             message: format!("{} did not answer within {} ms", upstream.color, timeout.as_millis()),
-        }),
+        })),
     }
 }
 
@@ -222,18 +244,53 @@ fn is_retryable(error: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
+/// The upstream failure in plain words: what happened, not the HTTP
+/// library's chain of errors ("client error (Connect): tcp connect
+/// error: Connection refused (os error 111)" is "connection refused").
 fn classify(upstream: &Upstream, error: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let detail = crate::health::describe(error);
+    let color = upstream.color;
     if error.is_connect() {
-        UpstreamError {
+        return UpstreamError {
             kind: ErrorKind::Connect,
-            message: format!("cannot connect to {}: {detail}", upstream.color),
+            message: format!("cannot connect to {color}: {}", root_cause(error)),
+        };
+    }
+    let mut source = std::error::Error::source(error);
+    let mut what = None;
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            what = Some(if hyper_error.is_incomplete_message() {
+                "closed the connection before its response was complete".to_owned()
+            } else if hyper_error.is_parse() {
+                "sent a response that is not valid HTTP".to_owned()
+            } else if hyper_error.is_closed() || hyper_error.is_canceled() {
+                "closed the connection".to_owned()
+            } else {
+                format!("failed: {}", root_cause(error))
+            });
+            break;
         }
-    } else {
-        UpstreamError {
-            kind: ErrorKind::Other,
-            message: format!("{} failed: {detail}", upstream.color),
-        }
+        source = cause.source();
+    }
+    UpstreamError {
+        kind: ErrorKind::Other,
+        message: format!(
+            "{color} {}",
+            what.unwrap_or_else(|| format!("failed: {}", root_cause(error)))
+        ),
+    }
+}
+
+/// The innermost error's text, without the OS error number.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(cause) = inner.source() {
+        inner = cause;
+    }
+    let text = inner.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text.to_lowercase(),
     }
 }
 

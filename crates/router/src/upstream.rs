@@ -20,7 +20,7 @@ use crate::target::TargetState;
 
 /// What the router sends upstream: the client's body, streamed, or nothing
 /// (health checks and replayed requests).
-pub type UpstreamBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
+pub type UpstreamBody = http_body_util::Either<crate::upload::ClientUpload, http_body_util::Empty<Bytes>>;
 
 /// An empty upstream body.
 pub fn empty_body() -> UpstreamBody {

@@ -1080,3 +1080,106 @@ fn bad_router_flags_exit_2_with_a_clear_message() {
         );
     }
 }
+
+/// Sends `head` and `body` on a raw connection to the router's public
+/// listener, then (when `close_write`) ends the client's side, and reads
+/// the answer until the router closes or 10 s pass: (status, JSON body).
+async fn raw_exchange(router: &Proc, head: &str, body: &[u8], close_write: bool) -> (u16, Value, Duration) {
+    let mut stream = tokio::net::TcpStream::connect(router.addr).await.expect("connect");
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    if close_write {
+        stream.shutdown().await.expect("half-close");
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&chunk[..n]);
+                    // One response is enough: stop at the end of its JSON body.
+                    let text = String::from_utf8_lossy(&answer);
+                    if text.contains("\r\n\r\n{") && text.trim_end().ends_with('}') {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer within 10 s: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body: Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (status, body, elapsed)
+}
+
+/// A client that sends a broken body, or stops sending it, is answered 400
+/// or 408 as the one at fault, in plain words, and never counts as an
+/// upstream error (which would page about a healthy backend).
+#[tokio::test]
+async fn a_clients_broken_or_stalled_body_is_the_clients_fault_not_the_upstreams() {
+    let stack = Stack::start("router-client-body", &["--request-timeout", "1s"]);
+    let post = |framing: &str| {
+        format!("POST /api/tasks HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\n{framing}\r\n\r\n")
+    };
+    let cases: [(&str, String, &[u8], bool, u16, &str); 3] = [
+        (
+            "malformed chunked body",
+            post("Transfer-Encoding: chunked"),
+            b"zz\r\n{\"title\":\"x\"}\r\n0\r\n\r\n",
+            false,
+            400,
+            "chunked encoding is malformed",
+        ),
+        (
+            "body shorter than its Content-Length",
+            post("Content-Length: 100"),
+            b"{\"title\":",
+            true,
+            400,
+            "ended before it was complete",
+        ),
+        (
+            "stalled upload",
+            post("Content-Length: 100"),
+            b"{\"title\":",
+            false,
+            408,
+            "did not arrive within 1000 ms",
+        ),
+    ];
+    for (what, head, body, close_write, status, words) in cases {
+        let (got, answer, elapsed) = raw_exchange(&stack.router, &head, body, close_write).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{what}: {answer}");
+        assert!(
+            !message.contains("error (") && !message.contains("os error"),
+            "{what}: library words in {message:?}"
+        );
+        assert!(elapsed < Duration::from_secs(5), "{what}: answered after {elapsed:?}");
+    }
+    let metrics = stack.router.metrics_text().await;
+    let upstream_errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("vigie_router_upstream_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(upstream_errors, 0.0, "{metrics}");
+    // The backend is fine, and the router still proxies to it.
+    assert_eq!(served_by(&stack.router).await, "blue");
+}
