@@ -1136,37 +1136,46 @@ async fn a_clients_broken_or_stalled_body_is_the_clients_fault_not_the_upstreams
     let post = |framing: &str| {
         format!("POST /api/tasks HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\n{framing}\r\n\r\n")
     };
-    let cases: [(&str, String, &[u8], bool, u16, &str); 3] = [
-        (
-            "malformed chunked body",
-            post("Transfer-Encoding: chunked"),
-            b"zz\r\n{\"title\":\"x\"}\r\n0\r\n\r\n",
-            false,
-            400,
-            "chunked encoding is malformed",
-        ),
-        (
-            "body shorter than its Content-Length",
-            post("Content-Length: 100"),
-            b"{\"title\":",
-            true,
-            400,
-            "ended before it was complete",
-        ),
-        (
-            "stalled upload",
-            post("Content-Length: 100"),
-            b"{\"title\":",
-            false,
-            408,
-            "did not arrive within 1000 ms",
-        ),
+    struct Case {
+        what: &'static str,
+        head: String,
+        body: &'static [u8],
+        close_write: bool,
+        status: u16,
+        words: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "malformed chunked body",
+            head: post("Transfer-Encoding: chunked"),
+            body: b"zz\r\n{\"title\":\"x\"}\r\n0\r\n\r\n",
+            close_write: false,
+            status: 400,
+            words: "chunked encoding is malformed",
+        },
+        Case {
+            what: "body shorter than its Content-Length",
+            head: post("Content-Length: 100"),
+            body: b"{\"title\":",
+            close_write: true,
+            status: 400,
+            words: "ended before it was complete",
+        },
+        Case {
+            what: "stalled upload",
+            head: post("Content-Length: 100"),
+            body: b"{\"title\":",
+            close_write: false,
+            status: 408,
+            words: "did not arrive within 1000 ms",
+        },
     ];
-    for (what, head, body, close_write, status, words) in cases {
-        let (got, answer, elapsed) = raw_exchange(&stack.router, &head, body, close_write).await;
-        assert_eq!(got, status, "{what}: {answer}");
+    for case in cases {
+        let what = case.what;
+        let (got, answer, elapsed) = raw_exchange(&stack.router, &case.head, case.body, case.close_write).await;
+        assert_eq!(got, case.status, "{what}: {answer}");
         let message = answer["message"].as_str().unwrap_or_default();
-        assert!(message.contains(words), "{what}: {answer}");
+        assert!(message.contains(case.words), "{what}: {answer}");
         assert!(
             !message.contains("error (") && !message.contains("os error"),
             "{what}: library words in {message:?}"
