@@ -10,7 +10,6 @@ pub mod health;
 pub mod loadgen;
 pub mod tasks;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use vigie_telemetry::config::{parse_duration, parse_ratio};
 use vigie_telemetry::http::{HttpMetrics, HttpTelemetry, TrackLayer};
 use vigie_telemetry::traces::Traces;
-use vigie_telemetry::{exposition, logging, process, shutdown, Color, Registry};
+use vigie_telemetry::{exposition, listener, logging, process, shutdown, Color, Registry};
 
 use crate::db::Database;
 use crate::error::{error_response, AppError};
@@ -69,6 +68,8 @@ pub struct Config {
     /// Longest wait for in-flight requests once the listener has closed.
     #[arg(long, env = "VIGIE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub limits: listener::LimitArgs,
 }
 
 /// What every handler can reach.
@@ -168,15 +169,21 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             drain_started.notify_one();
         }
     };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(on_signal)
-        .into_future();
+    // Behind the router: room for the header fields it adds.
+    let limits = config.limits.limits(true);
+    let server = listener::serve(
+        listener,
+        "public",
+        limits,
+        move |_peer| hyper_util::service::TowerToHyperService::new(app.clone()),
+        on_signal,
+    );
     let drain_deadline = async {
         drain_started.notified().await;
         tokio::time::sleep(config.drain_timeout).await;
     };
     tokio::select! {
-        result = server => result.context("server failed")?,
+        () = server => {}
         () = drain_deadline => {
             tracing::warn!(timeout_ms = config.drain_timeout.as_millis() as u64, "drain timeout reached; exiting with requests in flight");
         }

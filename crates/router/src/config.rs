@@ -40,9 +40,10 @@ pub mod defaults {
     /// Period of the background probe shown by `/status`.
     pub const STATUS_CHECK_INTERVAL: &str = "5s";
     /// Idle pooled connections are closed after this long, well before the
-    /// usual server-side keep-alive timeouts (60 s and more), so the router
-    /// rarely picks a connection the backend is closing.
-    pub const POOL_IDLE_TIMEOUT_SECS: u64 = 10;
+    /// backends close an idle kept-alive connection (their
+    /// `--header-read-timeout`, 5 s by default), so the router rarely picks
+    /// a connection the backend is closing.
+    pub const POOL_IDLE_TIMEOUT_SECS: u64 = 2;
 
     // ---- the switch guard (docs/router.md, "Guarded switch") ----
     /// The compose service name of Prometheus.
@@ -132,6 +133,14 @@ pub struct Config {
     pub log_level: String,
     #[command(flatten)]
     pub guard: GuardArgs,
+    #[command(flatten)]
+    pub limits: vigie_telemetry::listener::LimitArgs,
+    /// Open connections at most on the admin listener (its own cap, so
+    /// the admin port can never take what the public one needs).
+    #[arg(long, env = "VIGIE_ADMIN_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = vigie_telemetry::listener::defaults::ADMIN_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub admin_max_connections: usize,
     /// Bearer token required by /status and /switch (unset: no auth).
     /// Read from `VIGIE_ADMIN_TOKEN` only: a flag would show in `ps`.
     #[arg(skip = AdminToken::from_env())]

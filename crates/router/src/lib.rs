@@ -25,7 +25,6 @@ pub mod metrics;
 pub mod prometheus_api;
 pub mod proxy;
 pub mod routing;
-pub mod server;
 pub mod state_file;
 pub mod switch;
 pub mod target;
@@ -33,15 +32,17 @@ pub mod targets;
 pub mod upload;
 pub mod upstream;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::service::TowerToHyperService;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vigie_telemetry::listener::{self, Limits};
 use vigie_telemetry::{logging, process, shutdown, Color, Registry};
 
 pub use crate::config::Config;
@@ -201,14 +202,32 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut public_server = tokio::spawn(server::serve(public, proxy, stopped(stop_rx.clone())));
-    let admin_server = axum::serve(admin, admin_app)
-        .with_graceful_shutdown(stopped(stop_rx))
-        .into_future();
+    let public_limits = config.limits.limits(false);
+    let admin_limits = Limits {
+        max_connections: config.admin_max_connections,
+        ..public_limits
+    };
+    let mut public_server = tokio::spawn(listener::serve(
+        public,
+        "public",
+        public_limits,
+        move |peer| {
+            let proxy = Arc::clone(&proxy);
+            service_fn(move |request| proxy::handle(Arc::clone(&proxy), peer, request))
+        },
+        stopped(stop_rx.clone()),
+    ));
+    let admin_server = listener::serve(
+        admin,
+        "admin",
+        admin_limits,
+        move |_peer| TowerToHyperService::new(admin_app.clone()),
+        stopped(stop_rx),
+    );
     tokio::pin!(admin_server);
 
     tokio::select! {
-        result = &mut admin_server => result.context("admin server failed")?,
+        () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
         result = &mut public_server => result.context("public server failed")?,
         () = shutdown::signal() => {
             guard.cancel("router shutting down");

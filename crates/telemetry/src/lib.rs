@@ -8,6 +8,7 @@
 pub mod config;
 pub mod exposition;
 pub mod http;
+pub mod listener;
 pub mod log_writer;
 pub mod logging;
 pub mod process;
