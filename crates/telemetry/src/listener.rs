@@ -106,13 +106,23 @@ impl LimitArgs {
     }
 }
 
-/// One open connection, as the cap sees it.
+/// One open connection, as the cap sees it. It counts until its task has
+/// dropped the socket, so the cap bounds the descriptors really open.
 struct Tracked {
     opened: Instant,
     /// Requests whose response is not fully sent yet.
     in_flight: Arc<AtomicUsize>,
-    /// Closes the connection when sent (eviction or shutdown).
+    /// Closes the connection when sent (eviction); set means closing.
     close: watch::Sender<bool>,
+}
+
+/// Whether a new connection may be accepted.
+enum Room {
+    Free,
+    /// An evicted connection is closing: accept once it has.
+    Closing,
+    /// Every connection serves a request.
+    AllBusy,
 }
 
 /// The open connections of one listener.
@@ -128,25 +138,25 @@ impl Connections {
     }
 
     /// Makes room for one more under `max`: closes the oldest connection
-    /// without a request in flight. False when every one is busy.
-    fn make_room(&self, max: usize) -> bool {
-        let mut open = self.lock();
+    /// without a request in flight, unless one is closing already.
+    fn make_room(&self, max: usize) -> Room {
+        let open = self.lock();
         if open.len() < max {
-            return true;
+            return Room::Free;
+        }
+        if open.values().any(|c| *c.close.borrow()) {
+            return Room::Closing;
         }
         let oldest_idle = open
-            .iter()
-            .filter(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, c)| c.opened)
-            .map(|(id, _)| *id);
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(|c| c.opened);
         match oldest_idle {
-            Some(id) => {
-                if let Some(evicted) = open.remove(&id) {
-                    let _ = evicted.close.send(true);
-                }
-                true
+            Some(evicted) => {
+                let _ = evicted.close.send(true);
+                Room::Closing
             }
-            None => false,
+            None => Room::AllBusy,
         }
     }
 }
@@ -178,22 +188,24 @@ pub async fn serve<M, S, B>(
     loop {
         // Reap finished connection tasks as we go.
         while tasks.try_join_next().is_some() {}
-        if !connections.make_room(limits.max_connections) {
-            // Every connection serves a request: wait for one to finish.
-            if !at_cap_logged {
-                tracing::warn!(
-                    listener = name,
-                    max = limits.max_connections,
-                    "connection cap reached, all busy; waiting"
-                );
-                at_cap_logged = true;
-            }
-            tokio::select! {
-                () = &mut stopped => break,
-                _ = tasks.join_next() => continue,
+        match connections.make_room(limits.max_connections) {
+            Room::Free => at_cap_logged = false,
+            room => {
+                if matches!(room, Room::AllBusy) && !at_cap_logged {
+                    tracing::warn!(
+                        listener = name,
+                        max = limits.max_connections,
+                        "connection cap reached, all busy; waiting"
+                    );
+                    at_cap_logged = true;
+                }
+                // Wait for a connection to end (the evicted one, or any).
+                tokio::select! {
+                    () = &mut stopped => break,
+                    _ = tasks.join_next() => continue,
+                }
             }
         }
-        at_cap_logged = false;
         let accepted = tokio::select! {
             () = &mut stopped => break,
             accepted = listener.accept() => accepted,

@@ -61,8 +61,24 @@ impl Proc {
     /// Starts `vigie <args>` with `envs` and waits for its listeners.
     pub fn start(args: &[&str], envs: &[(&str, &str)], listeners: &[&str]) -> Proc {
         let mut command = Command::new(vigie_bin());
+        command.args(args);
+        Proc::spawn(command, args, envs, listeners)
+    }
+
+    /// Like [`Proc::start`], with the process' open file limit lowered to
+    /// `limit` (by the shell's `ulimit`, which then execs vigie).
+    pub fn start_with_fd_limit(limit: u32, args: &[&str], envs: &[(&str, &str)], listeners: &[&str]) -> Proc {
+        let mut command = Command::new("sh");
         command
-            .args(args)
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(vigie_bin())
+            .args(args);
+        Proc::spawn(command, args, envs, listeners)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], envs: &[(&str, &str)], listeners: &[&str]) -> Proc {
+        command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
