@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Slow connections against the listeners' limits (docs/benchmarks.md): 20,000
-# slow connections kept up (two client processes of 10,000: the per-process
-# descriptor limit here is 20,000), each having sent part of a request head,
-# against a backend limited to 4,096 descriptors, then against the router's
-# admin port, while real requests (one every 20 ms, fresh connection, 5 s
-# timeout) go to the backend and to the router's public port. Loopback only.
+# slow connections opened at once and held (two client processes of 10,000:
+# the per-process descriptor limit here is 20,000), each having sent part of
+# a request head, against a backend limited to 4,096 descriptors, then
+# against the router's admin port, while real requests (one every 20 ms,
+# fresh connection, 5 s timeout) go to the backend and to the router's
+# public port. RECONNECT=1 reopens each slow connection as soon as it is
+# closed (a flood that never ends). Loopback only.
 #
 #   bash bench/slowloris.sh          # SECONDS_PER_RUN=20 SLOW=10000 to change
 set -euo pipefail
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/.."
 RUN="${SECONDS_PER_RUN:-20}"
 SLOW="${SLOW:-10000}"
 cargo build --release -q -p vigie --bin vigie --example slowloris
-vigie=target/release/vigie
+vigie="${VIGIE:-target/release/vigie}"
 flood=target/release/examples/slowloris
 work="$(mktemp -d)"
 pids=()

@@ -3,10 +3,11 @@
 //!
 //!   slowloris <addr> <slow connections> <seconds> [<url for real requests>]
 //!
-//! Keeps `slow connections` open on `addr`, each having sent part of a
-//! request head and nothing more, opening a new one whenever the server
-//! closes one; meanwhile, when a URL is given, sends a real request every
-//! 20 ms on a fresh connection (5 s timeout). Prints what it saw.
+//! Opens `slow connections` on `addr` at once, each sending part of a
+//! request head and nothing more, and holds each until the server closes it
+//! (with `RECONNECT=1`, opens a new one each time: a flood that never
+//! ends); meanwhile, when a URL is given, sends a real request every 20 ms
+//! on a fresh connection (5 s timeout). Prints what it saw.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ async fn main() -> Result<(), String> {
         return Err("only loopback addresses are flooded".into());
     }
     let until = Instant::now() + Duration::from_secs(seconds);
+    let reconnect = std::env::var_os("RECONNECT").is_some();
     let (opened, held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut holders = Vec::new();
     for _ in 0..slow {
@@ -48,6 +50,9 @@ async fn main() -> Result<(), String> {
                 // Held until the server closes it or the run ends.
                 let _ = tokio::time::timeout(left, stream.read(&mut buf)).await;
                 held.fetch_sub(1, Ordering::Relaxed);
+                if !reconnect {
+                    break;
+                }
             }
         }));
     }
@@ -55,8 +60,6 @@ async fn main() -> Result<(), String> {
     let mut failed = 0usize;
     let mut peak_held = 0;
     if let Some(url) = url {
-        // Let the flood build up first.
-        tokio::time::sleep(Duration::from_secs(2)).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(0)
@@ -80,8 +83,9 @@ async fn main() -> Result<(), String> {
     let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
     println!(
-        "slow connections: {slow} kept up, {} opened in all, up to {peak_held} open at once; \
+        "slow connections: {slow} at once{}, {} opened in all, up to {peak_held} open at once; \
          real requests: {}/{total} succeeded, p50 {}, p99 {}, max {}",
+        if reconnect { ", each reopened when closed" } else { ", each held until closed" },
         opened.load(Ordering::Relaxed),
         latencies.len(),
         ms(at(0.5)),
