@@ -36,14 +36,15 @@ wait_for http://127.0.0.1:18092/health/live
 run() { # flood-address url label
   # Two flooding processes, and the real requests from a third, so that
   # the flood's own tasks never delay them on the client side.
-  "$flood" "$1" "$SLOW" "$RUN" >/dev/null &
+  "$flood" "$1" "$SLOW" "$RUN" >"$work/flood1" &
   local one=$!
-  "$flood" "$1" "$SLOW" "$RUN" >/dev/null &
+  "$flood" "$1" "$SLOW" "$RUN" >"$work/flood2" &
   local two=$!
   sleep 1
   printf '%s: ' "$3"
   "$flood" "$1" 0 "$((RUN - 1))" "$2" | sed 's/^slow connections: 0 at once[^;]*; //'
   wait "$one" "$two"
+  for f in "$work/flood1" "$work/flood2"; do printf '    flood: %s\n' "$(sed 's/; real requests.*//' "$f")"; done
 }
 echo "backend (4,096 descriptors, --max-connections 1024, --header-read-timeout 5s), $((2 * SLOW)) slow connections for ${RUN}s:"
 run 127.0.0.1:18090 http://127.0.0.1:18090/api/info "  real requests to the backend"

@@ -27,6 +27,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use vigie_telemetry::traces::Traces;
 
+/// The WAL's size on disk after a checkpoint (SQLite's automatic
+/// checkpoint runs at 1000 pages, about 4 MiB).
+const WAL_SIZE_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
+
 /// How long a writer waits for the other color's transaction to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -100,6 +104,10 @@ impl Database {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         // FULL: a committed task survives a power cut, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        // After a burst of writes the WAL is cut back to this size once
+        // checkpointed, instead of keeping its peak size on disk.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .map_err(open_err)?;
         migrate(&mut conn).map_err(DbError::Migrate)?;
 
         let metrics = DbMetrics {
@@ -247,7 +255,7 @@ impl Database {
 /// Runs a write with `RETURNING` to its end and gives its first row: a
 /// statement stopped after its first row pins the WAL (see the module doc).
 fn returning_one(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Option<Task>> {
-    let mut statement = conn.prepare(sql)?;
+    let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(params)?;
     let first = rows.next()?.map(row_to_task).transpose()?;
     while rows.next()?.is_some() {}

@@ -170,12 +170,12 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         }
     };
     // Behind the router: room for the header fields it adds.
-    let limits = config.limits.limits(true);
+    let limits = config.limits.behind_proxy();
     let server = listener::serve(
         listener,
         "public",
         limits,
-        move |_peer| hyper_util::service::TowerToHyperService::new(app.clone()),
+        listener::app_service(app, limits.header_read_timeout),
         on_signal,
     );
     let drain_deadline = async {

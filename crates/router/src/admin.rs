@@ -7,7 +7,10 @@
 //! `POST /switch` takes `application/json` only and refuses a request from
 //! another origin: a web page can send a form (`text/plain`, no preflight)
 //! to any address its browser reaches, the admin port on the same machine
-//! included, and without a token nothing else would stop it.
+//! included, and without a token nothing else would stop it. Without a
+//! token it also takes only a `Host` that is an IP address or `localhost`:
+//! a page whose own name was rebound to the admin address (DNS rebinding)
+//! is same-origin for its browser, but its `Host` still carries that name.
 
 use std::sync::Arc;
 
@@ -152,8 +155,16 @@ fn refused_by_precheck(to: Color, active: Color, precheck: &Precheck) -> Respons
 
 /// A state-changing request must be JSON from no browser page of another
 /// origin: a `Content-Type` a form cannot send, and no foreign `Origin`
-/// (browsers send one with every POST; the CLI and scripts send none).
-fn from_no_foreign_page(headers: &HeaderMap) -> Result<(), AdminError> {
+/// (browsers send one with every POST; the CLI and scripts send none);
+/// without a token, at an address rather than a name (see the module doc).
+fn require_json_same_origin(headers: &HeaderMap, token_set: bool) -> Result<(), AdminError> {
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !token_set && !is_address(host) {
+        return Err(AdminError::ForbiddenOrigin(format!(
+            "without an admin token a switch is taken only at an IP address or localhost, not at {host:?} \
+             (set VIGIE_ADMIN_TOKEN to switch through a host name)"
+        )));
+    }
     let media_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -167,7 +178,6 @@ fn from_no_foreign_page(headers: &HeaderMap) -> Result<(), AdminError> {
     }
     if let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         let same = !host.is_empty()
             && [format!("http://{host}"), format!("https://{host}")]
                 .iter()
@@ -181,12 +191,26 @@ fn from_no_foreign_page(headers: &HeaderMap) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// `127.0.0.1:8081`, `[::1]:8081`, `localhost:8081`: no name a page's
+/// DNS could have rebound.
+fn is_address(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 async fn switch(
     State(admin): State<Admin>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
-    from_no_foreign_page(&headers)?;
+    require_json_same_origin(&headers, admin.token.is_some())?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_BODY_BYTES),
         _ => AdminError::BadRequest(rejection.body_text()),
@@ -230,4 +254,33 @@ async fn switch(
     } else {
         (StatusCode::OK, Json(body)).into_response()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_are_hosts_no_page_can_rebind() {
+        for host in [
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "[::1]:8081",
+            "::1",
+            "localhost:8081",
+            "LOCALHOST",
+            "172.18.0.4:8081",
+        ] {
+            assert!(is_address(host), "{host}");
+        }
+        for host in [
+            "evil.example:8081",
+            "evil.example",
+            "router:8081",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_address(host), "{host}");
+        }
+    }
 }

@@ -38,7 +38,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hyper::service::service_fn;
-use hyper_util::service::TowerToHyperService;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -202,7 +201,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let public_limits = config.limits.limits(false);
+    let public_limits = config.limits.direct();
     let admin_limits = Limits {
         max_connections: config.admin_max_connections,
         ..public_limits
@@ -221,7 +220,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         admin,
         "admin",
         admin_limits,
-        move |_peer| TowerToHyperService::new(admin_app.clone()),
+        listener::app_service(admin_app, admin_limits.header_read_timeout),
         stopped(stop_rx),
     );
     tokio::pin!(admin_server);

@@ -212,8 +212,8 @@ async fn forward(
             Some(why) => Failed::Client(ClientError::bad_body(why)),
             None => Failed::Upstream(classify(upstream, &error)),
         }),
-        // Still waiting for the client's body: the client stalled.
-        Err(_) if !upload.finished() => Err(Failed::Client(ClientError::stalled(timeout))),
+        // The upstream waits for the rest of the body: the client stalled.
+        Err(_) if upload.stalled_by_client() => Err(Failed::Client(ClientError::stalled(timeout))),
         Err(_) => Err(Failed::Upstream(UpstreamError {
             kind: ErrorKind::Timeout,
             message: format!("{} did not answer within {} ms", upstream.color, timeout.as_millis()),

@@ -16,13 +16,18 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 #[derive(Debug, Default)]
 pub struct UploadWatch {
     finished: AtomicBool,
+    /// The last poll of the body found no data from the client yet.
+    waiting_on_client: AtomicBool,
     failure: Mutex<Option<String>>,
 }
 
 impl UploadWatch {
-    /// Whether the whole body arrived (or there was none).
-    pub fn finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+    /// Whether the upload is what holds the exchange up: the upstream asked
+    /// for more of the body and the client has not sent it. (An upstream
+    /// that is slow to read, or a body never asked for, is not the
+    /// client's doing.)
+    pub fn stalled_by_client(&self) -> bool {
+        !self.finished.load(Ordering::Acquire) && self.waiting_on_client.load(Ordering::Acquire)
     }
 
     /// Why the body could not be read, in plain words, if it could not.
@@ -58,10 +63,15 @@ impl Body for ClientUpload {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let watch = &this.watch;
+        watch.waiting_on_client.store(polled.is_pending(), Ordering::Release);
         match &polled {
-            Poll::Ready(None) => this.watch.finished.store(true, Ordering::Release),
+            // hyper's client stops polling once the announced length has
+            // arrived: the end of the stream is seen here, not by a `None`.
+            Poll::Ready(None) => watch.finished.store(true, Ordering::Release),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => watch.finished.store(true, Ordering::Release),
             Poll::Ready(Some(Err(error))) => {
-                *this.watch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(plain_words(error));
+                *watch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(plain_words(error));
             }
             _ => {}
         }

@@ -7,29 +7,37 @@
 //!   response (hyper's header read timeout covers both), so neither a
 //!   client that sends one byte nor an idle keep-alive holds a connection
 //!   for long;
-//! - **a cap on connections per listener**: at the cap, the connection
-//!   that has waited longest without a request in flight (idle, or still
-//!   sending its head) is closed to make room; connections serving a
-//!   request are never closed for a newcomer. A flood of slow connections
-//!   thus evicts itself while real clients, which send their head at once,
-//!   get served; and one listener (say, the router's admin port) can never
-//!   use the file descriptors another needs;
+//! - **a cap on connections per listener**: a new connection is accepted,
+//!   and if that puts the listener over its cap, one connection without a
+//!   request in flight is closed to make room before the newcomer is
+//!   served: first one that never completed a request head (oldest first),
+//!   else the one idle the longest. A connection serving a request is never
+//!   closed for a newcomer; when every one is busy, the newcomer waits for
+//!   one to finish. A flood of slow connections thus evicts itself while
+//!   real clients, which send their head at once, get served, and one
+//!   listener (say, the router's admin port) can never use the descriptors
+//!   another needs. Descriptors in use: at most the cap plus the newcomer;
 //! - **accept errors** (out of file descriptors) pause the loop instead of
 //!   spinning;
 //! - **shutdown**: once `stopped` resolves, the listener closes, idle and
-//!   half-sent connections are closed at once, and only connections with a
-//!   request in flight are drained (hyper's graceful shutdown: the current
-//!   response is finished, then the connection closes). `serve` returns
-//!   when they are done; the caller bounds that wait.
+//!   half-sent connections are closed (within a short grace for a response
+//!   still being flushed), and only connections with a request in flight
+//!   are drained (hyper's graceful shutdown: the current response is
+//!   finished, then the connection closes). `serve` returns when they are
+//!   done; the caller bounds that wait.
+//!
+//! A request body's pace is the service's to bound (the backend and the
+//! admin API wrap their bodies with a per-frame timeout; the router's proxy
+//! bounds an upload by its request timeout).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,12 +45,18 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tower::Layer;
+use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// On shutdown, how long a connection without a request in flight may
+/// take to close on its own (a response being flushed) before it is cut.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_millis(250);
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -95,69 +109,181 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The limits of a listener clients reach directly (or through a proxy
-    /// when `behind_proxy`: room for the fields it adds).
-    pub fn limits(&self, behind_proxy: bool) -> Limits {
+    /// The limits of a listener clients reach directly.
+    pub fn direct(&self) -> Limits {
         Limits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
-            max_headers: self.max_headers + if behind_proxy { defaults::PROXY_HEADROOM } else { 0 },
+            max_headers: self.max_headers,
+        }
+    }
+
+    /// The limits of a listener behind a proxy: room for the header fields
+    /// it adds.
+    pub fn behind_proxy(&self) -> Limits {
+        Limits {
+            max_headers: self.max_headers + defaults::PROXY_HEADROOM,
+            ..self.direct()
         }
     }
 }
 
-/// One open connection, as the cap sees it. It counts until its task has
-/// dropped the socket, so the cap bounds the descriptors really open.
-struct Tracked {
-    opened: Instant,
+/// The service of each connection for an axum app, its request bodies
+/// bounded: a body that sends nothing for `body_timeout` fails (the app
+/// answers 400) and the connection is freed, so a stalled upload holds no
+/// slot for long.
+pub fn app_service(
+    app: axum::Router,
+    body_timeout: Duration,
+) -> impl Fn(SocketAddr) -> TowerToHyperService<RequestBodyTimeout<axum::Router>> {
+    let app = RequestBodyTimeoutLayer::new(body_timeout).layer(app);
+    move |_peer| TowerToHyperService::new(app.clone())
+}
+
+/// What the cap knows of one connection, shared with its requests.
+struct ConnState {
+    opened_ms: u64,
     /// Requests whose response is not fully sent yet.
-    in_flight: Arc<AtomicUsize>,
-    /// Closes the connection when sent (eviction); set means closing.
+    in_flight: AtomicUsize,
+    /// Whether a complete request head ever arrived.
+    served: AtomicBool,
+    /// When the last request ended (ms since the listener started).
+    idle_since_ms: AtomicU64,
+    listener: Arc<Connections>,
+}
+
+impl ConnState {
+    /// Eviction order: never served first (oldest first), then idle the
+    /// longest. None while a request is in flight.
+    fn eviction_key(&self) -> Option<(bool, u64)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let served = self.served.load(Ordering::Acquire);
+        let since = if served {
+            self.idle_since_ms.load(Ordering::Acquire)
+        } else {
+            self.opened_ms
+        };
+        Some((served, since))
+    }
+}
+
+/// One open connection in the listener's table; it stays there until its
+/// task has dropped the socket, so the table counts descriptors in use.
+struct OpenConnection {
+    state: Arc<ConnState>,
+    /// Set to close the connection (eviction).
     close: watch::Sender<bool>,
 }
 
-/// Whether a new connection may be accepted.
+/// Whether the newcomer may be served.
 enum Room {
     Free,
-    /// An evicted connection is closing: accept once it has.
-    Closing,
-    /// Every connection serves a request.
-    AllBusy,
+    /// A connection was told to close, or all are busy: wait for a change.
+    Wait {
+        all_busy: bool,
+    },
 }
 
 /// The open connections of one listener.
-#[derive(Default)]
 struct Connections {
+    started: Instant,
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Tracked>>,
+    open: Mutex<HashMap<u64, OpenConnection>>,
+    /// Woken when a request ends or a connection closes.
+    changed: Notify,
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+    fn new() -> Arc<Self> {
+        Arc::new(Connections {
+            started: Instant::now(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConnection>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes room for one more under `max`: closes the oldest connection
-    /// without a request in flight, unless one is closing already.
-    fn make_room(&self, max: usize) -> Room {
-        let open = self.lock();
-        if open.len() < max {
+    /// Registers a newcomer; removed from the table when the guard drops.
+    fn register(self: &Arc<Self>) -> (Registered, Arc<ConnState>, watch::Receiver<bool>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let state = Arc::new(ConnState {
+            opened_ms: now,
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(now),
+            listener: Arc::clone(self),
+        });
+        let (close, closed) = watch::channel(false);
+        self.lock().insert(
+            id,
+            OpenConnection {
+                state: Arc::clone(&state),
+                close,
+            },
+        );
+        let registered = Registered {
+            connections: Arc::clone(self),
+            id,
+        };
+        (registered, state, closed)
+    }
+
+    /// Makes room under `max` for the newcomer `id` (already counted): tells
+    /// the connection to evict to close, and says whether to wait.
+    fn make_room(&self, max: usize, id: u64) -> Room {
+        let mut open = self.lock();
+        if open.len() <= max {
             return Room::Free;
         }
         if open.values().any(|c| *c.close.borrow()) {
-            return Room::Closing;
+            return Room::Wait { all_busy: false };
         }
-        let oldest_idle = open
-            .values()
-            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
-            .min_by_key(|c| c.opened);
-        match oldest_idle {
-            Some(evicted) => {
-                let _ = evicted.close.send(true);
-                Room::Closing
+        loop {
+            let evict = open
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .filter_map(|(other, c)| Some((c.state.eviction_key()?, *other)))
+                .min()
+                .map(|(_, other)| other);
+            let Some(evict) = evict else {
+                return Room::Wait { all_busy: true };
+            };
+            match open.get(&evict).map(|c| c.close.send(true)) {
+                Some(Ok(())) => return Room::Wait { all_busy: false },
+                // Its task is gone (it panicked): its entry only.
+                _ => {
+                    open.remove(&evict);
+                    if open.len() <= max {
+                        return Room::Free;
+                    }
+                }
             }
-            None => Room::AllBusy,
         }
+    }
+}
+
+/// A connection's place in the table, given up when its task ends, however
+/// it ends.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+        self.connections.changed.notify_one();
     }
 }
 
@@ -176,7 +302,7 @@ pub async fn serve<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connections = Arc::new(Connections::default());
+    let connections = Connections::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -184,28 +310,8 @@ pub async fn serve<M, S, B>(
         .max_headers(limits.max_headers);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(stopped);
-    let mut at_cap_logged = false;
-    loop {
-        // Reap finished connection tasks as we go.
+    'accepting: loop {
         while tasks.try_join_next().is_some() {}
-        match connections.make_room(limits.max_connections) {
-            Room::Free => at_cap_logged = false,
-            room => {
-                if matches!(room, Room::AllBusy) && !at_cap_logged {
-                    tracing::warn!(
-                        listener = name,
-                        max = limits.max_connections,
-                        "connection cap reached, all busy; waiting"
-                    );
-                    at_cap_logged = true;
-                }
-                // Wait for a connection to end (the evicted one, or any).
-                tokio::select! {
-                    () = &mut stopped => break,
-                    _ = tasks.join_next() => continue,
-                }
-            }
-        }
         let accepted = tokio::select! {
             () = &mut stopped => break,
             accepted = listener.accept() => accepted,
@@ -219,27 +325,36 @@ pub async fn serve<M, S, B>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let id = connections.next_id.fetch_add(1, Ordering::Relaxed);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let (close_tx, close_rx) = watch::channel(false);
-        connections.lock().insert(
-            id,
-            Tracked {
-                opened: Instant::now(),
-                in_flight: Arc::clone(&in_flight),
-                close: close_tx,
-            },
-        );
+        let (registered, state, closed) = connections.register();
+        let mut all_busy_logged = false;
+        loop {
+            match connections.make_room(limits.max_connections, registered.id) {
+                Room::Free => break,
+                Room::Wait { all_busy } => {
+                    if all_busy && !all_busy_logged {
+                        tracing::warn!(
+                            listener = name,
+                            max = limits.max_connections,
+                            "connection cap reached with every connection busy; the newcomer waits"
+                        );
+                        all_busy_logged = true;
+                    }
+                    tokio::select! {
+                        () = &mut stopped => break 'accepting,
+                        () = connections.changed.notified() => {}
+                    }
+                }
+            }
+        }
         let counted = Counted {
             inner: service(peer),
-            in_flight: Arc::clone(&in_flight),
+            state: Arc::clone(&state),
         };
         let connection = http.serve_connection(TokioIo::new(stream), counted);
-        let connections = Arc::clone(&connections);
         let shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
-            drive(connection, in_flight, close_rx, shutdown, peer).await;
-            connections.lock().remove(&id);
+            let _registered = registered;
+            drive(connection, &state, closed, shutdown, peer).await;
         });
     }
     drop(listener);
@@ -248,16 +363,15 @@ pub async fn serve<M, S, B>(
 }
 
 /// Runs one connection until it ends, is evicted, or the server stops: then
-/// it is closed at once when idle, or finishes its request first.
+/// it closes, at once when no request is in flight, else after its response.
 async fn drive<S, B>(
-    connection: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Counted<S>>,
-    in_flight: Arc<AtomicUsize>,
-    mut close: watch::Receiver<bool>,
+    connection: hyper::server::conn::http1::Connection<TokioIo<TcpStream>, Counted<S>>,
+    state: &ConnState,
+    mut closed: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -269,59 +383,83 @@ async fn drive<S, B>(
             }
             return;
         }
-        _ = close.wait_for(|c| *c) => return,
-        _ = shutdown.wait_for(|s| *s) => {}
+        _ = closed.wait_for(|close| *close) => return,
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
-    if in_flight.load(Ordering::Acquire) == 0 {
-        return;
-    }
+    let idle = state.in_flight.load(Ordering::Acquire) == 0;
     connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    if idle {
+        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection).await;
+    } else {
+        let _ = connection.await;
+    }
 }
 
 /// A service that counts its requests in flight until their response body
 /// is fully sent (or dropped).
-struct Counted<S> {
+pub struct Counted<S> {
     inner: S,
-    in_flight: Arc<AtomicUsize>,
+    state: Arc<ConnState>,
 }
 
 impl<S, B> Service<Request<Incoming>> for Counted<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = Response<CountedBody<B>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = CountedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let guard = InFlight::enter(&self.in_flight);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| CountedBody {
-                inner: body,
-                _guard: guard,
-            }))
-        })
+        self.state.served.store(true, Ordering::Release);
+        let guard = RequestGuard::enter(&self.state);
+        CountedFuture {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+        }
     }
 }
 
 /// One request in flight on its connection, until dropped.
-struct InFlight(Arc<AtomicUsize>);
+struct RequestGuard(Arc<ConnState>);
 
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(counter))
+impl RequestGuard {
+    fn enter(state: &Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(state))
     }
 }
 
-impl Drop for InFlight {
+impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let state = &self.0;
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            state.idle_since_ms.store(state.listener.now_ms(), Ordering::Release);
+            state.listener.changed.notify_one();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future; its response body takes over the count.
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F, B> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<CountedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(response.map(|response| response.map(|inner| CountedBody { inner, _guard: guard })))
     }
 }
 
@@ -330,7 +468,7 @@ pin_project_lite::pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         inner: B,
-        _guard: InFlight,
+        _guard: Option<RequestGuard>,
     }
 }
 
@@ -348,5 +486,89 @@ impl<B: Body> Body for CountedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of connections: (opened_ms, in_flight, served, idle_since_ms).
+    /// The receivers are kept: a connection whose task is gone is dropped
+    /// from the table instead of being told to close.
+    fn table_with(entries: &[(u64, usize, bool, u64)]) -> (Arc<Connections>, Vec<watch::Receiver<bool>>) {
+        let connections = Connections::new();
+        let mut receivers = Vec::new();
+        for (id, (opened, in_flight, served, idle_since)) in (0u64..).zip(entries) {
+            let (close, closed) = watch::channel(false);
+            receivers.push(closed);
+            let state = Arc::new(ConnState {
+                opened_ms: *opened,
+                in_flight: AtomicUsize::new(*in_flight),
+                served: AtomicBool::new(*served),
+                idle_since_ms: AtomicU64::new(*idle_since),
+                listener: Arc::clone(&connections),
+            });
+            connections.lock().insert(id, OpenConnection { state, close });
+        }
+        (connections, receivers)
+    }
+
+    fn evicted(connections: &Connections) -> Vec<u64> {
+        let open = connections.lock();
+        let mut ids: Vec<u64> = open
+            .iter()
+            .filter(|(_, c)| *c.close.borrow())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn under_the_cap_nothing_is_closed() {
+        let (table, _tasks) = table_with(&[(0, 0, true, 0), (1, 0, false, 1)]);
+        assert!(matches!(table.make_room(2, 1), Room::Free));
+        assert!(evicted(&table).is_empty());
+    }
+
+    #[test]
+    fn a_connection_that_never_sent_a_head_goes_first_then_the_longest_idle_never_a_busy_one() {
+        // 0: served, idle since 5; 1: never served, opened at 9; 2: busy;
+        // 3: never served, opened at 3; 4: the newcomer.
+        let (table, _tasks) = table_with(&[
+            (0, 0, true, 5),
+            (9, 0, false, 9),
+            (1, 1, true, 1),
+            (3, 0, false, 3),
+            (10, 0, false, 10),
+        ]);
+        assert!(matches!(table.make_room(4, 4), Room::Wait { all_busy: false }));
+        assert_eq!(evicted(&table), vec![3]);
+        // While it closes, nothing else is told to.
+        assert!(matches!(table.make_room(4, 4), Room::Wait { all_busy: false }));
+        assert_eq!(evicted(&table), vec![3]);
+    }
+
+    #[test]
+    fn among_served_connections_the_one_idle_longest_goes() {
+        let (table, _tasks) = table_with(&[(0, 0, true, 50), (1, 0, true, 20), (2, 0, true, 90), (3, 0, false, 3)]);
+        assert!(matches!(table.make_room(3, 3), Room::Wait { all_busy: false }));
+        assert_eq!(evicted(&table), vec![1]);
+    }
+
+    #[test]
+    fn a_connection_whose_task_is_gone_is_dropped_from_the_table() {
+        let (table, mut tasks) = table_with(&[(0, 0, false, 0), (1, 0, false, 1), (2, 0, false, 2)]);
+        drop(tasks.remove(0));
+        assert!(matches!(table.make_room(2, 2), Room::Free));
+        assert_eq!(table.lock().len(), 2);
+    }
+
+    #[test]
+    fn the_newcomer_waits_when_every_other_connection_is_busy() {
+        let (table, _tasks) = table_with(&[(0, 1, true, 0), (1, 2, true, 1), (2, 0, false, 2)]);
+        assert!(matches!(table.make_room(2, 2), Room::Wait { all_busy: true }));
+        assert!(evicted(&table).is_empty());
     }
 }

@@ -23,7 +23,11 @@ async fn main() -> Result<(), String> {
     let usage = "usage: slowloris <addr> <slow connections> <seconds> [<url>]";
     let addr: SocketAddr = args.first().and_then(|a| a.parse().ok()).ok_or(usage)?;
     let slow: usize = args.get(1).and_then(|a| a.parse().ok()).ok_or(usage)?;
-    let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).filter(|s| *s <= 600).ok_or(usage)?;
+    let seconds: u64 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .filter(|s| *s <= 600)
+        .ok_or(usage)?;
     let url = args.get(3).cloned();
     if !addr.ip().is_loopback() {
         return Err("only loopback addresses are flooded".into());
@@ -36,12 +40,17 @@ async fn main() -> Result<(), String> {
         let (opened, held) = (Arc::clone(&opened), Arc::clone(&held));
         holders.push(tokio::spawn(async move {
             while Instant::now() < until {
-                let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await else {
+                let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+                else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 opened.fetch_add(1, Ordering::Relaxed);
-                if stream.write_all(b"GET /api/info HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+                if stream
+                    .write_all(b"GET /api/info HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_err()
+                {
                     continue;
                 }
                 held.fetch_add(1, Ordering::Relaxed);
@@ -85,7 +94,11 @@ async fn main() -> Result<(), String> {
     println!(
         "slow connections: {slow} at once{}, {} opened in all, up to {peak_held} open at once; \
          real requests: {}/{total} succeeded, p50 {}, p99 {}, max {}",
-        if reconnect { ", each reopened when closed" } else { ", each held until closed" },
+        if reconnect {
+            ", each reopened when closed"
+        } else {
+            ", each held until closed"
+        },
         opened.load(Ordering::Relaxed),
         latencies.len(),
         ms(at(0.5)),

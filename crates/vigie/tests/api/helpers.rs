@@ -290,6 +290,14 @@ impl Proc {
     /// with `<dir>/state.json`, `<dir>/targets/backend.json`, fast readiness
     /// checks and [`ADMIN_TOKEN`]; a flag given in `extra` replaces its default.
     pub fn router(blue: &str, green: &str, dir: &Path, extra: &[&str]) -> Proc {
+        let args = Proc::router_args(blue, green, dir, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start(&args, &[("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN)], &["public", "admin"])
+    }
+
+    /// The arguments of [`Proc::router`], for a router started otherwise
+    /// (without a token, with a lower descriptor limit).
+    pub fn router_args(blue: &str, green: &str, dir: &Path, extra: &[&str]) -> Vec<String> {
         let state = dir.join("state.json");
         let targets = dir.join("targets").join("backend.json");
         let defaults = [
@@ -309,7 +317,7 @@ impl Proc {
             }
         }
         args.extend_from_slice(extra);
-        Proc::start(&args, &[("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN)], &["public", "admin"])
+        args.into_iter().map(str::to_owned).collect()
     }
 
     /// `POST /switch {"to": color}` with the token: (status, JSON body).

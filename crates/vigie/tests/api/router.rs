@@ -365,52 +365,81 @@ async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
 
 /// Without a token, a page in a browser on the same machine could post a
 /// form to the admin port: no preflight for `text/plain`, and the browser
-/// sends its own `Origin`. Both are refused and nothing changes.
+/// sends its own `Origin`; a page whose name was rebound to the admin
+/// address (DNS rebinding) is even same-origin, but carries its name in
+/// `Host`. All are refused and nothing changes.
 #[tokio::test]
 async fn a_switch_a_web_page_could_send_is_refused_and_changes_nothing() {
-    let stack = Stack::start("router-csrf", &[]);
-    let url = stack.router.admin_url("/switch");
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("host")
-        .to_owned();
-    let post = |content_type: &'static str, origin: Option<String>| {
+    let dir = TempDir::new("router-csrf");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    let args = Proc::router_args(&blue.url(""), &green.url(""), dir.path(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // No VIGIE_ADMIN_TOKEN: the case the checks are for.
+    let router = Proc::start(&args, &[], &["public", "admin"]);
+    let url = router.admin_url("/switch");
+    let admin = router.admin_addr.expect("admin listener");
+    let rebound = format!("evil.example:{}", admin.port());
+    let post = |content_type: &'static str, origin: Option<String>, host: Option<String>| {
         let mut request = client()
             .post(&url)
-            .bearer_auth(ADMIN_TOKEN)
             .header("content-type", content_type)
             .body(r#"{"to":"green"}"#);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
         }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
         request.send()
     };
     let cases = [
-        ("text/plain", None, 415, "unsupported_media_type"),
-        ("application/x-www-form-urlencoded", None, 415, "unsupported_media_type"),
+        ("text/plain", None, None, 415, "unsupported_media_type"),
+        (
+            "application/x-www-form-urlencoded",
+            None,
+            None,
+            415,
+            "unsupported_media_type",
+        ),
         (
             "application/json",
             Some("http://evil.example".to_owned()),
+            None,
             403,
             "forbidden_origin",
         ),
-        ("application/json", Some("null".to_owned()), 403, "forbidden_origin"),
+        (
+            "application/json",
+            Some("null".to_owned()),
+            None,
+            403,
+            "forbidden_origin",
+        ),
+        (
+            "application/json",
+            Some(format!("http://{rebound}")),
+            Some(rebound.clone()),
+            403,
+            "forbidden_origin",
+        ),
     ];
-    for (content_type, origin, status, kind) in cases {
-        let response = post(content_type, origin.clone()).await.expect("POST /switch");
-        assert_eq!(response.status(), status, "{content_type} {origin:?}");
+    for (content_type, origin, host, status, kind) in cases {
+        let response = post(content_type, origin.clone(), host.clone())
+            .await
+            .expect("POST /switch");
+        assert_eq!(response.status(), status, "{content_type} {origin:?} {host:?}");
         let answer: Value = response.json().await.expect("json error");
         assert_eq!(answer["error"], kind, "{answer}");
-        assert_eq!(stack.router.router_status().await["active"], "blue");
+        assert_eq!(router.router_status().await["active"], "blue");
     }
-    // Its own origin (a page served by the admin listener itself) is fine.
-    let response = post("application/json; charset=utf-8", Some(format!("http://{host}")))
+    // Its own origin at its address (a page the admin listener served) is fine.
+    let response = post("application/json; charset=utf-8", Some(format!("http://{admin}")), None)
         .await
         .expect("POST /switch");
     assert_eq!(response.status(), 200);
-    assert_eq!(stack.router.router_status().await["active"], "green");
+    assert_eq!(router.router_status().await["active"], "green");
 }
 
 #[tokio::test]
@@ -1191,4 +1220,34 @@ async fn a_clients_broken_or_stalled_body_is_the_clients_fault_not_the_upstreams
     assert_eq!(upstream_errors, 0.0, "{metrics}");
     // The backend is fine, and the router still proxies to it.
     assert_eq!(served_by(&stack.router).await, "blue");
+}
+
+/// A POST whose body the upstream received, answered too slowly, is the
+/// upstream's 504, counted against it: not the client's 408.
+#[tokio::test]
+async fn a_slow_upstream_answering_a_post_is_a_504_not_the_clients_fault() {
+    let dir = TempDir::new("router-slow-post");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &["--fault-latency-ms", "3000"]);
+    let green = Proc::backend("green", &db, &[]);
+    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &["--request-timeout", "1s"]);
+    let response = client()
+        .post(router.url("/api/tasks"))
+        .json(&json!({ "title": "slow" }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.expect("json error");
+    assert_eq!(body["error"], "upstream_timeout", "{body}");
+    let metrics = router.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vigie_router_upstream_errors_total",
+            r#"color="blue",kind="timeout""#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
 }
