@@ -35,9 +35,10 @@ async fn main() -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(seconds);
     let reconnect = std::env::var_os("RECONNECT").is_some();
     let (opened, held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let peak = Arc::new(AtomicUsize::new(0));
     let mut holders = Vec::new();
     for _ in 0..slow {
-        let (opened, held) = (Arc::clone(&opened), Arc::clone(&held));
+        let (opened, held, peak) = (Arc::clone(&opened), Arc::clone(&held), Arc::clone(&peak));
         holders.push(tokio::spawn(async move {
             while Instant::now() < until {
                 let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
@@ -53,7 +54,8 @@ async fn main() -> Result<(), String> {
                 {
                     continue;
                 }
-                held.fetch_add(1, Ordering::Relaxed);
+                let now = held.fetch_add(1, Ordering::Relaxed) + 1;
+                peak.fetch_max(now, Ordering::Relaxed);
                 let mut buf = [0u8; 64];
                 let left = until.saturating_duration_since(Instant::now());
                 // Held until the server closes it or the run ends.
@@ -67,7 +69,6 @@ async fn main() -> Result<(), String> {
     }
     let mut latencies = Vec::new();
     let mut failed = 0usize;
-    let mut peak_held = 0;
     if let Some(url) = url {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -75,7 +76,6 @@ async fn main() -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         while Instant::now() < until {
-            peak_held = peak_held.max(held.load(Ordering::Relaxed));
             let started = Instant::now();
             match client.get(&url).send().await {
                 Ok(response) if response.status().is_success() => latencies.push(started.elapsed()),
@@ -92,7 +92,7 @@ async fn main() -> Result<(), String> {
     let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
     println!(
-        "slow connections: {slow} at once{}, {} opened in all, up to {peak_held} open at once; \
+        "slow connections: {slow} at once{}, {} opened in all, up to {} open at once; \
          real requests: {}/{total} succeeded, p50 {}, p99 {}, max {}",
         if reconnect {
             ", each reopened when closed"
@@ -100,6 +100,7 @@ async fn main() -> Result<(), String> {
             ", each held until closed"
         },
         opened.load(Ordering::Relaxed),
+        peak.load(Ordering::Relaxed),
         latencies.len(),
         ms(at(0.5)),
         ms(at(0.99)),
