@@ -18,11 +18,18 @@ struct Stack {
 
 impl Stack {
     fn start(tag: &str, router_extra: &[&str]) -> Stack {
+        Stack::start_with(tag, router_extra, &[("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN)])
+    }
+
+    /// With the router's environment `envs` (e.g. without a token).
+    fn start_with(tag: &str, router_extra: &[&str], envs: &[(&str, &str)]) -> Stack {
         let dir = TempDir::new(tag);
         let db = dir.join("tasks.db");
         let blue = Proc::backend("blue", &db, &[]);
         let green = Proc::backend("green", &db, &[]);
-        let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), router_extra);
+        let args = Proc::router_args(&blue.url(""), &green.url(""), dir.path(), router_extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let router = Proc::start(&args, envs, &["public", "admin"]);
         Stack {
             dir,
             blue,
@@ -370,14 +377,9 @@ async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
 /// `Host`. All are refused and nothing changes.
 #[tokio::test]
 async fn a_switch_a_web_page_could_send_is_refused_and_changes_nothing() {
-    let dir = TempDir::new("router-csrf");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
-    let args = Proc::router_args(&blue.url(""), &green.url(""), dir.path(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // No VIGIE_ADMIN_TOKEN: the case the checks are for.
-    let router = Proc::start(&args, &[], &["public", "admin"]);
+    let stack = Stack::start_with("router-csrf", &[], &[]);
+    let router = &stack.router;
     let url = router.admin_url("/switch");
     let admin = router.admin_addr.expect("admin listener");
     let rebound = format!("evil.example:{}", admin.port());
