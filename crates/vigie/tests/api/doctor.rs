@@ -92,30 +92,6 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// Both colors on one database and a router in front, stopped on drop.
-struct BlueGreen {
-    _dir: TempDir,
-    _blue: Proc,
-    _green: Proc,
-    router: Proc,
-}
-
-impl BlueGreen {
-    fn start(tag: &str) -> Self {
-        let dir = TempDir::new(tag);
-        let db = dir.join("tasks.db");
-        let blue = Proc::backend("blue", &db, &[]);
-        let green = Proc::backend("green", &db, &[]);
-        let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
-        BlueGreen {
-            _dir: dir,
-            _blue: blue,
-            _green: green,
-            router,
-        }
-    }
-}
-
 /// Serves `app` on 127.0.0.1, a free port, for the rest of the test.
 async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1048,7 +1024,7 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optional_service_that_is_not_running_is_named_and_skipped_but_a_faulty_one_fails() {
-    let colors = BlueGreen::start("doctor-optional");
+    let colors = App::start("doctor-optional");
     let router = &colors.router;
     let with_loki = |loki: &str, optional: bool| {
         let mut args = strings(&[
@@ -1130,7 +1106,7 @@ async fn an_optional_service_that_is_not_running_is_named_and_skipped_but_a_faul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_checks_again_until_a_starting_service_is_ready_and_gives_up_at_its_deadline() {
-    let colors = BlueGreen::start("doctor-wait");
+    let colors = App::start("doctor-wait");
     let router = &colors.router;
     let loki = FakeLoki::new(false, &[("blue", 3)]);
     let url = loki.serve().await;
@@ -1171,7 +1147,7 @@ async fn wait_checks_again_until_a_starting_service_is_ready_and_gives_up_at_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_color() {
-    let colors = BlueGreen::start("doctor-loki");
+    let colors = App::start("doctor-loki");
     let router = &colors.router;
     let only = |loki: &str| {
         strings(&[
@@ -1276,7 +1252,7 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
 
 #[tokio::test]
 async fn router_check_asks_for_the_admin_token_when_refused() {
-    let colors = BlueGreen::start("doctor-token");
+    let colors = App::start("doctor-token");
     let router = &colors.router;
     let args = strings(&[
         "--admin",
