@@ -22,5 +22,8 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AppErro
         tracing::warn!(error = &e as &dyn std::error::Error, "readiness check failed");
         return Err(AppError::Unavailable("database does not answer".into()));
     }
-    Ok(Json(json!({ "status": "ready" })))
+    // The version lets the router show which release each color runs.
+    Ok(Json(
+        json!({ "status": "ready", "version": crate::VERSION, "color": state.color }),
+    ))
 }

@@ -38,7 +38,7 @@ use crate::error::{error_response, AppError};
 use crate::fault::Faults;
 
 pub const SERVICE: &str = "vigie-backend";
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use vigie_telemetry::VERSION;
 /// Request bodies above this size get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

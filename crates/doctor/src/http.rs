@@ -125,7 +125,7 @@ impl Http {
             // The doctor checks local services: a proxy from the environment
             // would answer for them and hide a refused connection.
             .no_proxy()
-            .user_agent(concat!("vigie-doctor/", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!("vigie-doctor/{}", vigie_telemetry::VERSION))
             .build()?;
         Ok(Http { client, timeout })
     }

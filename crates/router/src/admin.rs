@@ -1,5 +1,6 @@
 //! The admin listener: `GET /status`, `POST /switch` (optionally guarded,
-//! see [`crate::guard`]; behind the bearer
+//! see [`crate::guard`]), `GET /guard` (the guard, long-polled for a
+//! verdict with `?switch=N&wait=30s`; these three behind the bearer
 //! token when one is set), `GET /metrics` and `GET /health/live` (open, so
 //! Prometheus and container health checks need no secret; neither reveals
 //! or changes anything sensitive).
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +51,7 @@ pub fn app(admin: Admin, registry: Arc<Registry>) -> Router {
     let protected = Router::new()
         .route("/status", get(status))
         .route("/switch", post(switch))
+        .route("/guard", get(guard_status))
         .route_layer(middleware::from_fn_with_state(admin.token.clone(), require_token))
         .with_state(admin);
     Router::new()
@@ -88,6 +90,7 @@ async fn status(State(admin): State<Admin>) -> Json<Value> {
             "healthy": health.healthy,
             "checked_at": health.checked_at.map(rfc3339),
             "error": health.error,
+            "version": health.version,
             "in_flight": upstream.in_flight(),
         })
     };
@@ -98,6 +101,52 @@ async fn status(State(admin): State<Admin>) -> Json<Value> {
         "upstreams": { "blue": upstream(Color::Blue), "green": upstream(Color::Green) },
         "guard": admin.guard.status(),
     }))
+}
+
+/// The longest a `GET /guard` long poll is held; the client asks again.
+const MAX_GUARD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardQuery {
+    /// The guard to wait for: the `switch` number of its guarded switch.
+    switch: Option<u64>,
+    /// How long to hold the answer for its verdict, e.g. `30s` (at most 60s).
+    wait: Option<String>,
+}
+
+/// `GET /guard`: the guard's status at once, or with `switch` and `wait`,
+/// once that guard has a verdict (or a later one replaced it), or when the
+/// wait ran out (`running` still true).
+async fn guard_status(
+    State(admin): State<Admin>,
+    query: Result<Query<GuardQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Query(query) =
+        query.map_err(|e| AdminError::BadRequest(format!("expected ?switch=N&wait=DURATION: {}", e.body_text())))?;
+    let wait = match query.wait.as_deref() {
+        Some(text) => {
+            let wait = parse_duration(text).map_err(|e| AdminError::BadRequest(format!("wait: {e}")))?;
+            if wait > MAX_GUARD_WAIT {
+                return Err(AdminError::BadRequest(format!(
+                    "wait: {text:?} is longer than {}s; ask again instead",
+                    MAX_GUARD_WAIT.as_secs()
+                )));
+            }
+            wait
+        }
+        None => std::time::Duration::ZERO,
+    };
+    let status = match (query.switch, wait.is_zero()) {
+        (Some(switch), false) => admin.guard.wait_verdict(switch, wait).await,
+        (None, false) => {
+            return Err(AdminError::BadRequest(
+                "wait needs switch=N, the guarded switch to wait for".into(),
+            ))
+        }
+        _ => admin.guard.status(),
+    };
+    Ok(Json(json!(status)))
 }
 
 #[derive(Deserialize)]
@@ -115,13 +164,22 @@ struct SwitchRequest {
     force: bool,
 }
 
-fn parse_guard(text: &str) -> Result<std::time::Duration, AdminError> {
+/// A guard window: within 1s..24h, and no shorter than one check interval
+/// (a window that ends before its first check would judge nothing).
+fn parse_guard(text: &str, interval: std::time::Duration) -> Result<std::time::Duration, AdminError> {
     let window = parse_duration(text).map_err(|e| AdminError::BadRequest(format!("guard: {e}")))?;
     let max = Guard::max_window();
     if window < std::time::Duration::from_secs(1) || window > max {
         return Err(AdminError::BadRequest(format!(
             "guard: {text:?} is outside 1s..{}s",
             max.as_secs()
+        )));
+    }
+    if window < interval {
+        return Err(AdminError::BadRequest(format!(
+            "guard: {text:?} is shorter than the router's check interval ({} ms, --guard-interval): \
+             the window would end before its first check",
+            interval.as_millis()
         )));
     }
     Ok(window)
@@ -221,7 +279,12 @@ async fn switch(
         ))
     })?;
     let to: Color = request.to.parse().map_err(AdminError::UnknownColor)?;
-    let guard_window = request.guard.as_deref().map(parse_guard).transpose()?;
+    let interval = admin.guard.interval();
+    let guard_window = request
+        .guard
+        .as_deref()
+        .map(|text| parse_guard(text, interval))
+        .transpose()?;
     let reason = match request.reason {
         Some(r) if !r.trim().is_empty() => r.trim().chars().take(MAX_REASON_CHARS).collect(),
         _ => "requested through the admin API".to_owned(),

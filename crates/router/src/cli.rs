@@ -1,12 +1,15 @@
 //! `vigie switch` and `vigie status`: clients of the router's admin API for
 //! people (a short summary) and scripts (`--json`, exit status).
 //!
-//! Exit status: 0 when the switch happened or was not needed (already
-//! active), 1 when it was refused (the reason is printed: not ready, or a
-//! guarded switch to a standby that is failing in Prometheus), when the admin
-//! API could not be reached or answered an error, or when the switch
-//! happened but its state could not be saved. A guarded switch returns once
-//! the switch is done; the guard's verdict comes later (`vigie status`).
+//! Exit status of `vigie switch` ([`exit`], docs/router.md): 0 when the
+//! switch happened or was not needed (already active) and, with `--wait`,
+//! the guard passed; 1 when the admin API could not be reached or answered
+//! an error, or the switch happened but its state could not be saved; 2 for
+//! a bad command line; 3 rolled back; 4 rollback failed; 5 not judged
+//! (insufficient data, a window that ended while the router was down, or
+//! failed Prometheus queries with `keep`); 6 refused (not ready, or a
+//! standby failing in Prometheus); 7 the guard was ended by another switch.
+//! Without `--wait`, a guarded switch returns once the switch is done.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,6 +22,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use vigie_telemetry::config::parse_duration;
 use vigie_telemetry::Color;
 
@@ -27,7 +32,22 @@ use crate::config::AdminToken;
 /// Admin answers are small; a bigger one is not from our router.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-#[derive(clap::Args, Debug)]
+/// Exit statuses of `vigie switch`; 2 is clap's, for a bad command line.
+pub mod exit {
+    pub const ERROR: u8 = 1;
+    pub const ROLLED_BACK: u8 = 3;
+    pub const ROLLBACK_FAILED: u8 = 4;
+    pub const NOT_JUDGED: u8 = 5;
+    pub const REFUSED: u8 = 6;
+    pub const CANCELLED: u8 = 7;
+}
+
+/// The longest one `GET /guard` long poll is held.
+const POLL: Duration = Duration::from_secs(30);
+/// Time allowed past the window's end for the last check and the verdict.
+const VERDICT_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args, Debug, Clone)]
 pub struct AdminArgs {
     /// Base URL of the router's admin API.
     #[arg(long = "admin", env = "VIGIE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
@@ -56,6 +76,10 @@ pub struct SwitchArgs {
     /// Switch even if the standby pre-check of a guarded switch says the color is failing.
     #[arg(long, requires = "guard")]
     pub force: bool,
+    /// Wait for the guard's verdict, print it with the figures it was based
+    /// on, and exit 0 only when the new color passed (see the exit statuses).
+    #[arg(long, requires = "guard")]
+    pub wait: bool,
     #[command(flatten)]
     pub common: AdminArgs,
 }
@@ -202,17 +226,139 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
             for error in &errors {
                 eprintln!("warning: {error}");
             }
-            Ok(if errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            if !errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            if args.wait {
+                return wait_for_verdict(&args.common, &body["guard"], text(body, "to")).await;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         _ => {
             eprintln!("switch refused: {}", text(body, "message"));
-            Ok(ExitCode::FAILURE)
+            Ok(ExitCode::from(exit::REFUSED))
         }
     }
+}
+
+/// `vigie switch --guard … --wait`: long-polls `GET /guard` until the
+/// verdict of the guard this switch started, across a router restart (a
+/// refused connection is retried), within the window plus a margin.
+async fn wait_for_verdict(common: &AdminArgs, guard: &Value, to: &str) -> anyhow::Result<ExitCode> {
+    let Some(switch) = guard
+        .get("switch")
+        .and_then(Value::as_u64)
+        .filter(|_| guard["color"] == to)
+    else {
+        bail!("the router started no guard for this switch (is it older than this client?)");
+    };
+    let left = Duration::from_secs(number(guard, "time_left_seconds"));
+    let interval = guard["settings"]["interval_seconds"].as_f64().unwrap_or(0.0);
+    let deadline =
+        tokio::time::Instant::now() + left + Duration::try_from_secs_f64(interval).unwrap_or_default() + VERDICT_MARGIN;
+    if !common.json {
+        println!(
+            "waiting for the guard's verdict (up to {} s)",
+            (deadline - tokio::time::Instant::now()).as_secs()
+        );
+    }
+    let mut status = guard.clone();
+    let mut retrying = false;
+    while status["running"] == Value::Bool(true) && status["switch"] == switch {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            eprintln!(
+                "error: no verdict from the guard of switch {switch} within the window and {} s; see `vigie status`",
+                VERDICT_MARGIN.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        let wait = remaining.min(POLL);
+        let poll = AdminArgs {
+            timeout: wait + Duration::from_secs(10),
+            ..common.clone()
+        };
+        let path = format!("/guard?switch={switch}&wait={}ms", wait.as_millis());
+        match call(&poll, Method::GET, &path, None).await {
+            Ok(answer) if answer.status == StatusCode::OK => {
+                retrying = false;
+                status = answer.body;
+            }
+            Ok(answer) => return Ok(fail(&answer, common.json)),
+            Err(error) => {
+                // A router restarting resumes the guard: ask again.
+                if !retrying {
+                    eprintln!("warning: {error:#}; retrying until the deadline");
+                    retrying = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1).min(remaining)).await;
+            }
+        }
+    }
+    if common.json {
+        println!("{status}");
+    }
+    if status["switch"] != switch {
+        eprintln!("guard of switch {switch} replaced by a later switch; see `vigie status`");
+        return Ok(ExitCode::from(exit::CANCELLED));
+    }
+    let verdict = &status["verdict"];
+    if !common.json {
+        print_verdict(&status);
+    }
+    Ok(match text(verdict, "result") {
+        "passed" => ExitCode::SUCCESS,
+        "rolled_back" => ExitCode::from(exit::ROLLED_BACK),
+        "rollback_failed" => ExitCode::from(exit::ROLLBACK_FAILED),
+        "insufficient_data" | "interrupted" | "prometheus_error" => ExitCode::from(exit::NOT_JUDGED),
+        "cancelled" => ExitCode::from(exit::CANCELLED),
+        other => {
+            eprintln!("error: unknown guard verdict {other:?}");
+            ExitCode::from(exit::ERROR)
+        }
+    })
+}
+
+/// The verdict, and the last check's figures it was based on.
+fn print_verdict(guard: &Value) {
+    let verdict = &guard["verdict"];
+    println!(
+        "guard verdict on {} ({}): {}: {}",
+        text(verdict, "color"),
+        text(guard, "version"),
+        text(verdict, "result"),
+        text(verdict, "reason")
+    );
+    if let Some(last) = guard.get("last").filter(|l| !l.is_null()) {
+        println!(
+            "based on {} checks; the last: {}",
+            number(guard, "checks"),
+            check_figures(last)
+        );
+    }
+    if let Some(at) = verdict.get("at").and_then(Value::as_str) {
+        if let Ok(at) = OffsetDateTime::parse(at, &Rfc3339) {
+            let ago = (OffsetDateTime::now_utc() - at).whole_seconds();
+            if ago > 5 {
+                println!("(the verdict was reached {ago} s ago)");
+            }
+        }
+    }
+}
+
+/// `ok (error ratio 0.0%, p95 0.012s, 143 requests over 20s)`.
+fn check_figures(check: &Value) -> String {
+    format!(
+        "{} (error ratio {}, p95 {}, {} requests over {} s)",
+        text(check, "result"),
+        ratio(&check["error_ratio"]),
+        seconds(&check["p95_seconds"]),
+        check
+            .get("requests")
+            .and_then(Value::as_u64)
+            .map_or("-".to_owned(), |n| n.to_string()),
+        number(check, "window_seconds")
+    )
 }
 
 /// After a guarded switch: what the guard watches and until when.
@@ -259,23 +405,20 @@ fn print_guard(guard: &Value) {
     }
     if guard.get("running") == Some(&Value::Bool(true)) {
         println!(
-            "guard: watching {} (from {}), {} s left, until {}",
+            "guard: watching {} ({}, from {} {}), {} s left, until {}",
             text(guard, "color"),
+            text(guard, "version"),
             text(guard, "from"),
+            text(guard, "from_version"),
             number(guard, "time_left_seconds"),
             text(guard, "ends_at")
         );
     }
     match guard.get("last").filter(|l| !l.is_null()) {
         Some(last) => println!(
-            "guard: last check at {}: {} (error ratio {}, p95 {}, {} requests): {}",
+            "guard: last check at {}: {}: {}",
             text(last, "at"),
-            text(last, "result"),
-            ratio(&last["error_ratio"]),
-            seconds(&last["p95_seconds"]),
-            last.get("requests")
-                .and_then(Value::as_u64)
-                .map_or("-".to_owned(), |n| n.to_string()),
+            check_figures(last),
             text(last, "message")
         ),
         None => println!("guard: no check yet"),
@@ -301,9 +444,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
+    let active = text(body, "active");
     println!(
-        "active: {} since {} (switches: {})",
-        text(body, "active"),
+        "active: {active} ({}) since {} (switches: {})",
+        body["upstreams"][active]
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("version unknown"),
         text(body, "since"),
         number(body, "switches")
     );
@@ -314,10 +461,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             Some(false) => format!("NOT READY ({})", text(upstream, "error")),
             None => "not checked yet".to_owned(),
         };
+        let version = upstream.get("version").and_then(Value::as_str).unwrap_or("unknown");
         println!(
-            "{:<6} {:<9} {}  in flight {}  {}",
+            "{:<6} {:<9} {:<12} {}  in flight {}  {}",
             color.as_str(),
             text(upstream, "state"),
+            version,
             text(upstream, "url"),
             number(upstream, "in_flight"),
             health

@@ -27,12 +27,13 @@ use vigie_telemetry::Color;
 
 use crate::config::{defaults, GuardArgs};
 use crate::guard::check::{evaluate, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds};
+use crate::guard_record::{GuardRecord, Verdict, VerdictResult};
 use crate::metrics::RouterMetrics;
 use crate::prometheus_api::PrometheusApi;
 use crate::state_file::{now_ms, rfc3339};
 use crate::switch::{SwitchOutcome, Switcher};
 
-pub use self::status::{GuardStatus, LastCheck, Settings, Verdict, VerdictResult};
+pub use self::status::{GuardStatus, LastCheck, Settings};
 
 /// What the guard does when Prometheus cannot be queried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -69,6 +70,8 @@ struct Job {
     id: u64,
     color: Color,
     from: Color,
+    version: String,
+    from_version: String,
     started: OffsetDateTime,
     ends_at: OffsetDateTime,
     window: Duration,
@@ -77,6 +80,22 @@ struct Job {
     end: Instant,
     /// The router's switch count right after the guarded switch.
     switch_number: u64,
+}
+
+impl Job {
+    fn record(&self, verdict: Option<Verdict>) -> GuardRecord {
+        GuardRecord {
+            switch: self.switch_number,
+            color: self.color,
+            from: self.from,
+            version: self.version.clone(),
+            from_version: self.from_version.clone(),
+            started: self.started,
+            ends_at: self.ends_at,
+            window_seconds: self.window.as_secs(),
+            verdict,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +131,8 @@ pub struct Guard {
     switcher: Arc<Switcher>,
     metrics: RouterMetrics,
     state: Mutex<State>,
+    /// Woken whenever a guard starts or ends, for [`Guard::wait_verdict`].
+    changed: tokio::sync::Notify,
 }
 
 /// A poisoned lock only means a panic elsewhere; the plain values inside stay usable.
@@ -137,6 +158,7 @@ impl Guard {
             switcher,
             metrics,
             state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -157,8 +179,11 @@ impl Guard {
                 guard.cancel(&format!("superseded by a switch to {to}"));
                 if let Some(window) = window {
                     let since = guard.switcher.routing.since();
-                    guard.start(to, outcome.from, window, outcome.switch_number, since);
+                    guard.start(&outcome, window, since);
                 }
+                // The guard's new record (or the verdict of the one ended)
+                // is on disk before the client hears of the switch.
+                let _ = guard.switcher.persist().await;
             }
             outcome
         })
@@ -171,6 +196,30 @@ impl Guard {
         Duration::from_secs(defaults::GUARD_MAX_WINDOW_SECS)
     }
 
+    /// The pause between two checks: a window must be at least this long.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The guard status once the guard of switch `switch` has a verdict, a
+    /// later guard replaced it, or `wait` ran out (then it still runs).
+    pub async fn wait_verdict(&self, switch: u64, wait: Duration) -> GuardStatus {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the look, so an end in between is not missed.
+            notified.as_mut().enable();
+            let status = self.status();
+            if !status.running || status.switch != Some(switch) {
+                return status;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.status();
+            }
+        }
+    }
+
     /// Checks `color` as the standby over the last minute, before a switch
     /// to it. A standby with no traffic gives `insufficient_data` and does not
     /// stop the switch; a breach does, unless `force`; so does a failed
@@ -181,7 +230,8 @@ impl Guard {
             color,
             role: Some("standby"),
         };
-        let check = match measure(&self.api, selector, window).await {
+        let seen_ready = self.switcher.routing.upstream(color).health().ready_since;
+        let check = match measure(&self.api, selector, window, seen_ready).await {
             Ok(reading) => evaluate(&reading, &self.thresholds),
             Err(error) => Check::failed(&error, window),
         };
@@ -219,35 +269,38 @@ impl Guard {
         }
     }
 
-    /// Starts guarding `color` (switched to from `from` at `since`, leaving
-    /// the switch count at `switch_number`) for `window`; a running guard
-    /// is cancelled first.
-    pub fn start(
-        self: &Arc<Self>,
-        color: Color,
-        from: Color,
-        window: Duration,
-        switch_number: u64,
-        since: OffsetDateTime,
-    ) {
-        let (cancel, cancelled) = watch::channel(false);
-        let job = {
-            let mut state = lock(&self.state);
-            self.cancel_locked(&mut state, "replaced by a new guarded switch");
+    /// Starts guarding the color a switch went to (`outcome`, at `since`)
+    /// for `window`; a running guard is cancelled first. The caller saves
+    /// the state ([`Switcher::persist`]).
+    pub fn start(self: &Arc<Self>, outcome: &SwitchOutcome, window: Duration, since: OffsetDateTime) {
+        let job = |id| {
             let lag = Duration::try_from(now_ms() - since).unwrap_or_default();
             let start = Instant::now().checked_sub(lag).unwrap_or_else(Instant::now);
-            state.next_id += 1;
-            let job = Job {
-                id: state.next_id,
-                color,
-                from,
+            Job {
+                id,
+                color: outcome.to,
+                from: outcome.from,
+                version: outcome.to_version.clone(),
+                from_version: outcome.from_version.clone(),
                 started: since,
                 ends_at: since + window,
                 window,
                 start,
                 end: start + window,
-                switch_number,
-            };
+                switch_number: outcome.switch_number,
+            }
+        };
+        self.run(job, "guard started");
+    }
+
+    /// Makes the job `make(id)` the running guard and spawns its task.
+    fn run(self: &Arc<Self>, make: impl FnOnce(u64) -> Job, message: &'static str) {
+        let (cancel, cancelled) = watch::channel(false);
+        let job = {
+            let mut state = lock(&self.state);
+            self.cancel_locked(&mut state, "replaced by a new guarded switch");
+            state.next_id += 1;
+            let job = make(state.next_id);
             state.job = Some(job.clone());
             state.running = true;
             state.rolling_back = false;
@@ -255,18 +308,99 @@ impl Guard {
             state.tally = Tally::default();
             state.last = None;
             state.verdict = None;
+            self.switcher.set_guard_record(Some(job.record(None)));
             job
         };
         self.metrics.set_guard_running(true);
+        self.changed.notify_waiters();
         tracing::info!(
             target: "guard",
-            color = %color, from = %from, window_seconds = window.as_secs(), ends_at = %rfc3339(job.ends_at),
+            color = %job.color, from = %job.from, version = %job.version, from_version = %job.from_version,
+            switch = job.switch_number, window_seconds = job.window.as_secs(),
+            time_left_seconds = seconds_until(job.end), ends_at = %rfc3339(job.ends_at),
             interval_seconds = self.interval.as_secs_f64(), max_error_ratio = self.thresholds.max_error_ratio,
             max_p95_seconds = self.thresholds.max_p95_seconds, min_requests = self.thresholds.min_requests,
             on_prometheus_error = self.on_prometheus_error.as_str(), prometheus_url = %self.api.url(),
-            "guard started"
+            "{message}"
         );
         tokio::spawn(Arc::clone(self).watch(job, cancelled));
+    }
+
+    /// At the router's start: takes up the guard saved with the state. A
+    /// running one resumes for what is left of its window; one whose window
+    /// ended while the router was down gets an `interrupted` verdict; one
+    /// that a later switch superseded, `cancelled`. A finished one is shown
+    /// as the last guard.
+    pub fn resume(self: &Arc<Self>, record: GuardRecord) {
+        let now = now_ms();
+        let window = Duration::from_secs(record.window_seconds);
+        let elapsed = Duration::try_from(now - record.started).unwrap_or_default();
+        let start = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
+        let job = |id| Job {
+            id,
+            color: record.color,
+            from: record.from,
+            version: record.version.clone(),
+            from_version: record.from_version.clone(),
+            started: record.started,
+            ends_at: record.ends_at,
+            window,
+            start,
+            end: start + window,
+            switch_number: record.switch,
+        };
+        if let Some(verdict) = record.verdict.clone() {
+            let mut state = lock(&self.state);
+            state.next_id += 1;
+            state.job = Some(job(state.next_id));
+            state.verdict = Some(verdict);
+            self.switcher.set_guard_record(Some(record));
+            return;
+        }
+        let routing = &self.switcher.routing;
+        let ended = if routing.switches() != record.switch || routing.active() != record.color {
+            Some((VerdictResult::Cancelled, "superseded by another switch".to_owned()))
+        } else if now >= record.ends_at {
+            Some((
+                VerdictResult::Interrupted,
+                format!(
+                    "the window ended at {} while the router was not running; {} kept, not judged",
+                    rfc3339(record.ends_at),
+                    record.color
+                ),
+            ))
+        } else {
+            None
+        };
+        match ended {
+            None => self.run(job, "guard resumed"),
+            Some((result, reason)) => {
+                {
+                    let mut state = lock(&self.state);
+                    state.next_id += 1;
+                    state.job = Some(job(state.next_id));
+                    state.running = true;
+                }
+                tracing::warn!(target: "guard", color = %record.color, result = result.as_str(), reason = %reason, "guard ended");
+                let job = lock(&self.state).job.clone();
+                if let Some(job) = job {
+                    self.end(&job, result, reason);
+                }
+            }
+        }
+    }
+
+    /// At shutdown: stops the running guard's task and leaves its record
+    /// as saved (running), for the next start to resume.
+    pub fn stop(&self) {
+        let mut state = lock(&self.state);
+        if let Some(cancel) = state.cancel.take() {
+            let _ = cancel.send(true);
+        }
+        if state.running {
+            let color = state.job.as_ref().map(|j| j.color);
+            tracing::info!(target: "guard", color = ?color, "guard paused for the shutdown; the next start resumes it");
+        }
     }
 
     /// Ends the running guard, if any, with a `cancelled` verdict. A guard
@@ -285,13 +419,16 @@ impl Guard {
         if let Some(cancel) = state.cancel.take() {
             let _ = cancel.send(true);
         }
-        state.verdict = Some(Verdict {
+        let verdict = Verdict {
             result: VerdictResult::Cancelled,
             color: job.color,
             reason: reason.to_owned(),
-            at: rfc3339(now_ms()),
-        });
+            at: now_ms(),
+        };
+        self.switcher.set_guard_record(Some(job.record(Some(verdict.clone()))));
+        state.verdict = Some(verdict);
         self.metrics.set_guard_running(false);
+        self.changed.notify_waiters();
         tracing::info!(target: "guard", color = %job.color, result = "cancelled", reason, checks = state.tally.checks, "guard cancelled");
     }
 
@@ -300,7 +437,10 @@ impl Guard {
         let job = state.job.as_ref();
         GuardStatus {
             running: state.running,
+            switch: job.map(|j| j.switch_number),
             color: job.map(|j| j.color),
+            version: job.map(|j| j.version.clone()),
+            from_version: job.map(|j| j.from_version.clone()),
             from: job.map(|j| j.from),
             started: job.map(|j| rfc3339(j.started)),
             ends_at: job.map(|j| rfc3339(j.ends_at)),
@@ -308,7 +448,7 @@ impl Guard {
             time_left_seconds: job.map(|j| if state.running { seconds_until(j.end) } else { 0 }),
             checks: state.tally.checks,
             last: state.last.clone(),
-            verdict: state.verdict.clone(),
+            verdict: state.verdict.as_ref().map(status::VerdictStatus::from),
             settings: Settings {
                 prometheus_url: self.api.url().to_string(),
                 interval_seconds: self.interval.as_secs_f64(),
@@ -343,8 +483,9 @@ impl Guard {
                 color: job.color,
                 role: None,
             };
+            let seen_ready = self.switcher.routing.upstream(job.color).health().ready_since;
             let measured = tokio::select! {
-                measured = measure(&self.api, selector, window) => measured,
+                measured = measure(&self.api, selector, window, seen_ready) => measured,
                 _ = cancelled.changed() => return,
             };
             let check = match measured {
@@ -538,12 +679,22 @@ impl Guard {
         state.running = false;
         state.rolling_back = false;
         state.cancel = None;
-        state.verdict = Some(Verdict {
+        let verdict = Verdict {
             result,
             color: job.color,
             reason,
-            at: rfc3339(now_ms()),
-        });
+            at: now_ms(),
+        };
+        self.switcher.set_guard_record(Some(job.record(Some(verdict.clone()))));
+        state.verdict = Some(verdict);
         self.metrics.set_guard_running(false);
+        drop(state);
+        self.changed.notify_waiters();
+        // Saved beside the request path; writes are serialized and each
+        // takes the latest state, so the file ends with this verdict.
+        let switcher = Arc::clone(&self.switcher);
+        tokio::spawn(async move {
+            let _ = switcher.persist().await;
+        });
     }
 }

@@ -25,8 +25,13 @@ pub struct NotReady {
     pub last_error: String,
 }
 
-/// One GET of the readiness path: Ok on a 2xx answered within `timeout`.
-pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result<(), String> {
+/// A readiness answer is small; a bigger one is read no further.
+const MAX_READY_BODY_BYTES: usize = 16 * 1024;
+
+/// One GET of the readiness path: Ok on a 2xx answered within `timeout`,
+/// with the `version` of a JSON answer that has one (vigie's backend says
+/// which release it is; another service may say nothing).
+pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result<Option<String>, String> {
     let uri = upstream
         .url
         .uri(path)
@@ -39,9 +44,13 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
         let response = upstream.client.request(request).await.map_err(|e| describe(&e))?;
         let status = response.status();
         // Read the (small) body so the connection goes back to the pool.
-        let _ = response.into_body().collect().await;
+        let body = http_body_util::Limited::new(response.into_body(), MAX_READY_BODY_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         if status.is_success() {
-            Ok(())
+            Ok(version_of(&body))
         } else {
             Err(format!("{path} answered {status}"))
         }
@@ -50,6 +59,21 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
         Ok(result) => result,
         Err(_) => Err(format!("{path} did not answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// The `version` string of a JSON object, if it is one and has a plain one.
+fn version_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ready {
+        version: Option<String>,
+    }
+    let version = serde_json::from_slice::<Ready>(body).ok()?.version?;
+    let plain = !version.is_empty()
+        && version.len() <= 64
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
+    plain.then_some(version)
 }
 
 /// Text of an error and its causes, e.g. `client error (Connect): tcp
@@ -82,7 +106,8 @@ pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Inst
         }
         checks += 1;
         match probe(upstream, &check.path, check.timeout.min(left)).await {
-            Ok(()) => {
+            Ok(version) => {
+                upstream.record_version(version);
                 consecutive += 1;
                 if consecutive >= check.successes {
                     return Ok(checks);
@@ -117,14 +142,37 @@ pub async fn watch(routing: Arc<Routing>, check: HealthCheck, every: Duration, m
             let healthy = result.is_ok();
             metrics.set_healthy(color, healthy);
             let error = result.as_ref().err().cloned().unwrap_or_default();
-            let previous = upstream.record_health(result);
-            if previous != Some(healthy) {
+            let (previous, version_changed) = upstream.record_health(result);
+            if previous != Some(healthy) || version_changed {
                 if healthy {
-                    tracing::info!(color = %color, url = %upstream.url, "upstream is ready");
+                    let version = upstream.health().version;
+                    tracing::info!(color = %color, url = %upstream.url, version, "upstream is ready");
                 } else {
                     tracing::warn!(color = %color, url = %upstream.url, error = %error, "upstream is not ready");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_of;
+
+    #[test]
+    fn takes_a_plain_version_from_a_json_readiness_answer_and_nothing_else() {
+        assert_eq!(
+            version_of(br#"{"status":"ready","version":"1.4.0-rc.1+g3a2b"}"#).as_deref(),
+            Some("1.4.0-rc.1+g3a2b")
+        );
+        for body in [
+            &b"ok"[..],
+            br#"{"status":"ready"}"#,
+            br#"{"version":""}"#,
+            br#"{"version":"1.0 \"quoted\""}"#,
+            br#"{"version":12}"#,
+        ] {
+            assert_eq!(version_of(body), None, "{}", String::from_utf8_lossy(body));
         }
     }
 }

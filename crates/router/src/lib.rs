@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod guard_record;
 pub mod headers;
 pub mod health;
 pub mod metrics;
@@ -38,7 +39,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hyper::service::service_fn;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vigie_telemetry::listener::{self, Limits};
@@ -49,14 +49,14 @@ use crate::health::HealthCheck;
 use crate::metrics::RouterMetrics;
 use crate::proxy::Proxy;
 use crate::routing::Routing;
-use crate::state_file::{now_ms, rfc3339, StateFile};
+use crate::state_file::{now_ms, rfc3339, SavedState, StateFile};
 use crate::switch::Switcher;
 use crate::target::TargetState;
 use crate::targets::TargetsFile;
 use crate::upstream::Upstream;
 
 pub const SERVICE: &str = "vigie-router";
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use vigie_telemetry::VERSION;
 /// Log bytes gathered into one write to stdout.
 const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -81,20 +81,25 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
 /// The color to start on, from the state file: blue when there is none, and
 /// blue with an error logged when it cannot be read (see [`state_file`]).
-fn initial_state(state_file: &StateFile) -> (Color, OffsetDateTime, u64) {
-    let now = now_ms();
+fn initial_state(state_file: &StateFile) -> SavedState {
+    let fresh = SavedState {
+        active: Color::Blue,
+        since: now_ms(),
+        switches: 0,
+        guard: None,
+    };
     match state_file.load() {
         Ok(Some(saved)) => {
             tracing::info!(active = %saved.active, since = %rfc3339(saved.since), path = %state_file.path().display(), "state restored");
-            (saved.active, saved.since, saved.switches)
+            saved
         }
         Ok(None) => {
             tracing::info!(active = "blue", path = %state_file.path().display(), "no state file; starting on blue");
-            (Color::Blue, now, 0)
+            fresh
         }
         Err(e) => {
             tracing::error!(error = %e, active = "blue", "state file unusable; starting on blue (the next switch replaces the file)");
-            (Color::Blue, now, 0)
+            fresh
         }
     }
 }
@@ -116,7 +121,12 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     .map_err(anyhow::Error::msg)?;
 
     let state_file = StateFile::new(config.state_file.clone());
-    let (active, since, switches) = initial_state(&state_file);
+    let SavedState {
+        active,
+        since,
+        switches,
+        guard: saved_guard,
+    } = initial_state(&state_file);
     let upstream = |color: Color, url: &upstream::UpstreamUrl| {
         let state = if color == active {
             TargetState::Active
@@ -140,7 +150,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     ));
     metrics.set_active(active);
     if switches > 0 {
-        metrics.set_last_switch(since.unix_timestamp_nanos() as f64 / 1e9);
+        metrics.set_last_switch_time(since.unix_timestamp_nanos() as f64 / 1e9);
     }
     let health_check = HealthCheck {
         path: config.health_check_path.clone(),
@@ -168,6 +178,10 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     }
 
     let guard = guard::Guard::new(&config.guard, Arc::clone(&switcher), metrics.clone());
+    if let Some(record) = saved_guard {
+        guard.resume(record);
+        let _ = switcher.persist().await;
+    }
 
     let proxy = Arc::new(Proxy {
         routing: Arc::clone(&routing),
@@ -229,7 +243,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
         result = &mut public_server => result.context("public server failed")?,
         () = shutdown::signal() => {
-            guard.cancel("router shutting down");
+            guard.stop();
             let _ = stop_tx.send(true);
             tracing::info!(timeout_ms = config.drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
             let drained = async {

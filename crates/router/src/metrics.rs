@@ -72,6 +72,17 @@ struct SwitchLabels {
     result: &'static str,
 }
 
+/// The last successful switch, for dashboard annotations with versions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LastSwitchLabels {
+    /// `switch` (asked for) or `rollback` (made by the guard).
+    kind: &'static str,
+    from: &'static str,
+    to: &'static str,
+    from_version: String,
+    to_version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FileLabel {
     file: &'static str,
@@ -104,6 +115,7 @@ pub struct RouterMetrics {
     green: ColorSeries,
     switches: Family<SwitchLabels, Counter>,
     last_switch: Gauge<f64, AtomicU64>,
+    last_switch_info: Family<LastSwitchLabels, Gauge>,
     file_errors: Family<FileLabel, Counter>,
     guard_checks: Family<ResultLabel, Counter>,
     guard_prechecks: Family<ResultLabel, Counter>,
@@ -143,6 +155,7 @@ impl RouterMetrics {
             green: series(Color::Green),
             switches: Family::default(),
             last_switch: Gauge::default(),
+            last_switch_info: Family::default(),
             file_errors: Family::default(),
             guard_checks: Family::default(),
             guard_prechecks: Family::default(),
@@ -204,6 +217,11 @@ impl RouterMetrics {
             "Unix time of the last successful switch (0: none yet)",
             Unit::Seconds,
             metrics.last_switch.clone(),
+        );
+        registry.register(
+            "vigie_router_last_switch_info",
+            "The last successful switch since the router started (kind switch or rollback, colors, versions), always 1",
+            metrics.last_switch_info.clone(),
         );
         registry.register(
             "vigie_router_file_write_errors",
@@ -292,8 +310,24 @@ impl RouterMetrics {
             .inc();
     }
 
-    pub fn set_last_switch(&self, unix_seconds: f64) {
+    /// The time of the last switch, as restored from the state file.
+    pub fn set_last_switch_time(&self, unix_seconds: f64) {
         self.last_switch.set(unix_seconds);
+    }
+
+    /// Records a successful switch: its time and its one info series.
+    pub fn set_last_switch(&self, unix_seconds: f64, kind: &'static str, from: (Color, String), to: (Color, String)) {
+        self.last_switch.set(unix_seconds);
+        self.last_switch_info.clear();
+        self.last_switch_info
+            .get_or_create(&LastSwitchLabels {
+                kind,
+                from: from.0.as_str(),
+                to: to.0.as_str(),
+                from_version: from.1,
+                to_version: to.1,
+            })
+            .set(1);
     }
 
     pub fn file_write_error(&self, file: &'static str) {

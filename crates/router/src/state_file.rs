@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use vigie_telemetry::Color;
 
 use crate::atomic_file;
+use crate::guard_record::GuardRecord;
 
 /// What the state file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,13 +25,16 @@ pub struct SavedState {
     pub since: OffsetDateTime,
     /// Successful switches since the file was first written.
     pub switches: u64,
+    /// The last guarded switch: running (resumed after a restart) or its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("state file {path} is not valid (expected {{\"active\":\"blue|green\",\"since\":RFC 3339,\"switches\":N}}): {source}")]
+    #[error("state file {path} is not valid (expected {{\"active\":\"blue|green\",\"since\":RFC 3339,\"switches\":N,\"guard\"?:{{...}}}}): {source}")]
     Parse { path: PathBuf, source: serde_json::Error },
 }
 
@@ -98,6 +102,7 @@ mod tests {
             active: Color::Green,
             since: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
             switches: 3,
+            guard: None,
         };
         file.save(&state).await.expect("save");
         let text = std::fs::read_to_string(file.path()).expect("read");
@@ -105,7 +110,27 @@ mod tests {
             text,
             "{\"active\":\"green\",\"since\":\"2023-11-14T22:13:20Z\",\"switches\":3}\n"
         );
-        assert_eq!(file.load().expect("load"), Some(state));
+        assert_eq!(file.load().expect("load"), Some(state.clone()));
+        let guarded = SavedState {
+            guard: Some(GuardRecord {
+                switch: 3,
+                color: Color::Green,
+                from: Color::Blue,
+                version: "1.1.0".into(),
+                from_version: "1.0.0".into(),
+                started: state.since,
+                ends_at: state.since + time::Duration::minutes(2),
+                window_seconds: 120,
+                verdict: None,
+            }),
+            ..state.clone()
+        };
+        file.save(&guarded).await.expect("save");
+        assert_eq!(
+            file.load().expect("load"),
+            Some(guarded),
+            "a running guard survives a restart"
+        );
         std::fs::write(file.path(), "{\"active\":\"purple\"").expect("corrupt");
         assert!(matches!(file.load(), Err(LoadError::Parse { .. })));
         let _ = std::fs::remove_dir_all(&dir);

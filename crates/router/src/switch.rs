@@ -13,12 +13,32 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use vigie_telemetry::Color;
 
+use crate::guard_record::GuardRecord;
 use crate::health::{self, HealthCheck};
 use crate::metrics::RouterMetrics;
 use crate::routing::Routing;
 use crate::state_file::{now_ms, rfc3339, SavedState, StateFile};
 use crate::target::TargetState;
 use crate::targets::TargetsFile;
+
+/// Who asked for a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchKind {
+    /// Through the admin API.
+    Switch,
+    /// A guard switching back.
+    Rollback,
+}
+
+impl SwitchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchKind::Switch => "switch",
+            SwitchKind::Rollback => "rollback",
+        }
+    }
+}
 
 /// What a switch did; the admin API's response body.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +47,10 @@ pub struct SwitchOutcome {
     pub result: &'static str,
     pub from: Color,
     pub to: Color,
+    /// The versions the two colors said they run (readiness answers), or `unknown`.
+    pub from_version: String,
+    pub to_version: String,
+    pub kind: SwitchKind,
     /// The color active once the switch is over.
     pub active: Color,
     pub reason: String,
@@ -56,6 +80,10 @@ pub struct Switcher {
     pub deploy_timeout: Duration,
     pub drain_timeout: Duration,
     lock: Mutex<()>,
+    /// The guard's record, saved with the state ([`Switcher::persist`]).
+    guard_record: std::sync::Mutex<Option<GuardRecord>>,
+    /// Serializes state file writes; each writes the state of its moment.
+    save_lock: Mutex<()>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -81,7 +109,41 @@ impl Switcher {
             deploy_timeout,
             drain_timeout,
             lock: Mutex::new(()),
+            guard_record: std::sync::Mutex::new(None),
+            save_lock: Mutex::new(()),
         }
+    }
+
+    pub fn guard_record(&self) -> Option<GuardRecord> {
+        self.guard_record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the guard's record; [`Switcher::persist`] saves it.
+    pub fn set_guard_record(&self, record: Option<GuardRecord>) {
+        *self.guard_record.lock().unwrap_or_else(|p| p.into_inner()) = record;
+    }
+
+    /// Saves the state as it is now (active color, switch count, guard
+    /// record). Writes are serialized and each takes the state of its own
+    /// moment, so the file always ends with the latest state, whatever
+    /// order concurrent callers run in. A failure is logged and counted.
+    pub async fn persist(&self) -> Result<(), String> {
+        let _serialized = self.save_lock.lock().await;
+        let state = SavedState {
+            active: self.routing.active(),
+            since: self.routing.since(),
+            switches: self.routing.switches(),
+            guard: self.guard_record(),
+        };
+        self.state_file.save(&state).await.map_err(|e| {
+            self.metrics.file_write_error("state");
+            let message = format!(
+                "cannot save state file {}: {e}; the change is made but will not survive a restart",
+                self.state_file.path().display()
+            );
+            tracing::error!(error = %message, "state file not saved");
+            message
+        })
     }
 
     /// Writes the targets file for the current active color; a failure is
@@ -102,7 +164,7 @@ impl Switcher {
 
     pub async fn switch(&self, to: Color, reason: &str) -> SwitchOutcome {
         let _serialized = self.lock.lock().await;
-        self.switch_locked(to, reason).await
+        self.switch_locked(to, reason, SwitchKind::Switch).await
     }
 
     /// Switches to `to` only if no switch happened since the switch count
@@ -113,7 +175,7 @@ impl Switcher {
         if self.routing.switches() != switch_number {
             return None;
         }
-        Some(self.switch_locked(to, reason).await)
+        Some(self.switch_locked(to, reason, SwitchKind::Rollback).await)
     }
 
     /// [`Switcher::rollback`] in a task of its own, so that cancelling the
@@ -131,13 +193,16 @@ impl Switcher {
     }
 
     /// A switch; the caller holds the switch lock.
-    async fn switch_locked(&self, to: Color, reason: &str) -> SwitchOutcome {
+    async fn switch_locked(&self, to: Color, reason: &str, kind: SwitchKind) -> SwitchOutcome {
         let started = Instant::now();
         let from = self.routing.active();
         let mut outcome = SwitchOutcome {
             result: "noop",
             from,
             to,
+            from_version: self.routing.upstream(from).version(),
+            to_version: self.routing.upstream(to).version(),
+            kind,
             active: from,
             reason: reason.to_owned(),
             checks: 0,
@@ -186,22 +251,18 @@ impl Switcher {
         let old = self.routing.upstream(from);
         old.set_state(TargetState::Draining, reason);
         self.metrics.set_active(to);
-        self.metrics.set_last_switch(now.unix_timestamp_nanos() as f64 / 1e9);
+        // The readiness checks just read the new color's version.
+        outcome.to_version = target.version();
+        self.metrics.set_last_switch(
+            now.unix_timestamp_nanos() as f64 / 1e9,
+            kind.as_str(),
+            (from, outcome.from_version.clone()),
+            (to, outcome.to_version.clone()),
+        );
 
-        let saved = SavedState {
-            active: to,
-            since: now,
-            switches: self.routing.switches(),
-        };
         outcome.state_saved = true;
         outcome.targets_written = true;
-        if let Err(e) = self.state_file.save(&saved).await {
-            self.metrics.file_write_error("state");
-            let message = format!(
-                "cannot save state file {}: {e}; the switch is done but will not survive a restart",
-                self.state_file.path().display()
-            );
-            tracing::error!(error = %message, "state file not saved");
+        if let Err(message) = self.persist().await {
             outcome.state_saved = false;
             outcome.errors.push(message);
         }
@@ -236,7 +297,8 @@ impl Switcher {
             ($level:expr) => {
                 tracing::event!(
                     target: "switch", $level,
-                    from = %outcome.from, to = %outcome.to, result = outcome.result, reason = %outcome.reason,
+                    from = %outcome.from, to = %outcome.to, from_version = %outcome.from_version,
+                    to_version = %outcome.to_version, kind = outcome.kind.as_str(), result = outcome.result, reason = %outcome.reason,
                     checks = outcome.checks, check_ms = outcome.check_ms, drained = outcome.drained,
                     drain_ms = outcome.drain_ms, in_flight_left = outcome.in_flight_left,
                     total_ms = outcome.total_ms, errors, since = %rfc3339(self.routing.since()),

@@ -99,6 +99,11 @@ pub struct Health {
     pub healthy: Option<bool>,
     pub checked_at: Option<time::OffsetDateTime>,
     pub error: Option<String>,
+    /// The release the upstream said it runs in its last readiness answer.
+    pub version: Option<String>,
+    /// When the router saw this instance become ready (after not ready, or
+    /// with a new version); `None` when it was ready from the first look.
+    pub ready_since: Option<time::OffsetDateTime>,
 }
 
 pub struct Upstream {
@@ -196,14 +201,45 @@ impl Upstream {
         lock(&self.health).clone()
     }
 
-    /// Records a probe result; returns the previous `healthy` value.
-    pub fn record_health(&self, result: Result<(), String>) -> Option<bool> {
+    /// Records a probe result; returns the previous `healthy` value and
+    /// whether the version changed (a redeployed color).
+    pub fn record_health(&self, result: Result<Option<String>, String>) -> (Option<bool>, bool) {
+        let now = time::OffsetDateTime::now_utc();
         let mut health = lock(&self.health);
         let previous = health.healthy;
         health.healthy = Some(result.is_ok());
-        health.checked_at = Some(time::OffsetDateTime::now_utc());
-        health.error = result.err();
-        previous
+        health.checked_at = Some(now);
+        let mut version_changed = false;
+        match result {
+            Ok(version) => {
+                health.error = None;
+                version_changed = previous == Some(true) && health.version != version;
+                if previous == Some(false) || version_changed {
+                    health.ready_since = Some(now);
+                }
+                health.version = version;
+            }
+            Err(error) => health.error = Some(error),
+        }
+        (previous, version_changed)
+    }
+
+    /// The version of a readiness answer outside the background probe (a
+    /// switch's checks); a new one means a new instance.
+    pub fn record_version(&self, version: Option<String>) {
+        let mut health = lock(&self.health);
+        if health.version.is_some() && health.version != version {
+            health.ready_since = Some(time::OffsetDateTime::now_utc());
+        }
+        health.version = version;
+    }
+
+    /// The version the upstream last said it runs, or `unknown`.
+    pub fn version(&self) -> String {
+        lock(&self.health)
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned())
     }
 }
 

@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(
     name = "vigie",
-    version,
+    version = vigie_telemetry::VERSION,
     about = "A blue/green backend and the stack that watches it"
 )]
 struct Cli {

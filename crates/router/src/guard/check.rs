@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use time::OffsetDateTime;
 use vigie_telemetry::Color;
 
 use crate::config::defaults;
@@ -94,6 +95,15 @@ impl Selector {
         )
     }
 
+    /// When the color's serving process started, by its own metric.
+    pub fn start_query(&self) -> String {
+        format!(
+            r#"max(process_start_time_seconds{{job="{}",color="{}"}})"#,
+            defaults::GUARD_BACKEND_JOB,
+            self.color
+        )
+    }
+
     /// The three PromQL queries: requests, 5xx answers, p95 latency.
     pub fn queries(&self, window: Duration) -> [String; 3] {
         let w = format!("{}s", window.as_secs());
@@ -121,6 +131,8 @@ pub struct Reading {
     /// `None` when there is no latency data.
     pub p95_seconds: Option<f64>,
     pub window_seconds: u64,
+    /// Seconds since the instance judged started, when known.
+    pub instance_age_seconds: Option<u64>,
 }
 
 /// The result of one check, with the values seen.
@@ -134,6 +146,10 @@ pub struct Check {
     pub error_ratio: Option<f64>,
     pub p95_seconds: Option<f64>,
     pub window_seconds: u64,
+    /// Seconds since the instance judged started, when known: the window
+    /// never reaches back before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_age_seconds: Option<u64>,
     /// What was seen, for people.
     pub message: String,
 }
@@ -147,6 +163,7 @@ impl Check {
             error_ratio: None,
             p95_seconds: None,
             window_seconds: window.as_secs(),
+            instance_age_seconds: None,
             message: error.to_string(),
         }
     }
@@ -165,8 +182,52 @@ pub fn rate_window(elapsed: Duration) -> Duration {
     ))
 }
 
-/// Asks Prometheus (three queries at once, each bounded by the client's timeout).
-pub async fn measure(api: &PrometheusApi, selector: Selector, window: Duration) -> Result<Reading, QueryError> {
+/// The window a check may use: `wanted`, cut to the whole seconds since
+/// the instance started (when known), so a redeployed color is judged on
+/// its own requests only and never on those of the container it replaced.
+pub fn instance_window(wanted: Duration, instance_age: Option<Duration>) -> Duration {
+    match instance_age {
+        Some(age) => wanted.min(Duration::from_secs(age.as_secs())),
+        None => wanted,
+    }
+}
+
+/// Seconds from `start` (Unix time) to now; 0 for a start in the future.
+fn age_since(start_unix: f64) -> Duration {
+    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
+    Duration::try_from_secs_f64((now - start_unix).max(0.0)).unwrap_or_default()
+}
+
+/// Asks Prometheus about a color over `wanted`, cut by [`instance_window`]:
+/// the instance started at the later of its `process_start_time_seconds`
+/// and `seen_ready` (the router saw it become ready: a restart Prometheus
+/// has not scraped yet). An instance younger than the shortest window
+/// ([`defaults::GUARD_RATE_WINDOW_MIN_SECS`], three scrapes) reads as no
+/// requests: `insufficient_data`, never a verdict on too few scrapes.
+pub async fn measure(
+    api: &PrometheusApi,
+    selector: Selector,
+    wanted: Duration,
+    seen_ready: Option<OffsetDateTime>,
+) -> Result<Reading, QueryError> {
+    let started = api.scalar(&selector.start_query()).await?;
+    let seen = seen_ready.map(|at| at.unix_timestamp_nanos() as f64 / 1e9);
+    let start = match (started, seen) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let age = start.map(age_since);
+    let window = instance_window(wanted, age);
+    let instance_age_seconds = age.map(|a| a.as_secs());
+    if window.as_secs() < defaults::GUARD_RATE_WINDOW_MIN_SECS {
+        return Ok(Reading {
+            requests: 0,
+            error_ratio: None,
+            p95_seconds: None,
+            window_seconds: window.as_secs(),
+            instance_age_seconds,
+        });
+    }
     let [requests, errors, p95] = selector.queries(window);
     let (requests, errors, p95) = tokio::join!(api.scalar(&requests), api.scalar(&errors), api.scalar(&p95));
     let requests = requests?.unwrap_or(0.0).max(0.0);
@@ -178,6 +239,7 @@ pub async fn measure(api: &PrometheusApi, selector: Selector, window: Duration) 
         error_ratio: (requests > 0.0).then(|| (errors / requests).min(1.0)),
         p95_seconds,
         window_seconds: window.as_secs(),
+        instance_age_seconds,
     })
 }
 
@@ -194,9 +256,18 @@ pub fn evaluate(reading: &Reading, thresholds: &Thresholds) -> Check {
         error_ratio: reading.error_ratio,
         p95_seconds: reading.p95_seconds,
         window_seconds: reading.window_seconds,
+        instance_age_seconds: reading.instance_age_seconds,
         message: String::new(),
     };
     let w = reading.window_seconds;
+    if w < defaults::GUARD_RATE_WINDOW_MIN_SECS {
+        check.result = CheckResult::InsufficientData;
+        check.message = format!(
+            "the instance started {w}s ago, less than the {}s of its own requests needed to judge",
+            defaults::GUARD_RATE_WINDOW_MIN_SECS
+        );
+        return check;
+    }
     if reading.requests < thresholds.min_requests {
         check.result = CheckResult::InsufficientData;
         check.message = format!(
@@ -259,6 +330,7 @@ mod tests {
             error_ratio: Some(error_ratio),
             p95_seconds: Some(p95),
             window_seconds: 30,
+            instance_age_seconds: None,
         }
     }
 
@@ -292,6 +364,7 @@ mod tests {
             error_ratio: None,
             p95_seconds: None,
             window_seconds: 15,
+            instance_age_seconds: None,
         };
         let check = evaluate(&no_requests, &LIMITS);
         assert_eq!(check.result, CheckResult::InsufficientData);
@@ -301,6 +374,26 @@ mod tests {
             ..reading(100, 0.0, 0.0)
         };
         assert_eq!(judge(no_latency), (CheckResult::InsufficientData, None));
+    }
+
+    #[test]
+    fn a_young_instance_is_judged_on_its_own_time_only() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(instance_window(minute, None), minute);
+        assert_eq!(
+            instance_window(minute, Some(Duration::from_millis(20_900))),
+            Duration::from_secs(20),
+            "whole seconds since the start, never a sample before it"
+        );
+        assert_eq!(instance_window(minute, Some(Duration::from_secs(3600))), minute);
+        let young = Reading {
+            instance_age_seconds: Some(8),
+            window_seconds: 8,
+            ..reading(0, 0.0, 0.0)
+        };
+        let check = evaluate(&young, &LIMITS);
+        assert_eq!(check.result, CheckResult::InsufficientData);
+        assert!(check.message.contains("started 8s ago"), "{}", check.message);
     }
 
     #[test]

@@ -6,32 +6,27 @@ use vigie_telemetry::Color;
 
 use crate::guard::check::Check;
 use crate::guard::OnPrometheusError;
+use crate::guard_record::{Verdict, VerdictResult};
+use crate::state_file::rfc3339;
 
-/// How a guard ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictResult {
-    /// The window ended with no breach and at least one check with enough data.
-    Passed,
-    /// A breach (or a Prometheus error, by default) switched back.
-    RolledBack,
-    /// The switch back was refused (the old color not ready): the new color stays.
-    RollbackFailed,
-    /// The window ended without one check having enough requests: kept, with a warning.
-    InsufficientData,
-    /// With `--guard-on-prometheus-error keep`, the window ended on a failed query: kept.
-    PrometheusError,
-    /// Another switch, a new guard or the router's shutdown ended it.
-    Cancelled,
-}
-
+/// A verdict as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
+pub struct VerdictStatus {
     pub result: VerdictResult,
-    /// The guarded color.
     pub color: Color,
     pub reason: String,
     pub at: String,
+}
+
+impl From<&Verdict> for VerdictStatus {
+    fn from(verdict: &Verdict) -> Self {
+        VerdictStatus {
+            result: verdict.result,
+            color: verdict.color,
+            reason: verdict.reason.clone(),
+            at: rfc3339(verdict.at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +51,13 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize)]
 pub struct GuardStatus {
     pub running: bool,
+    /// The switch count the guarded switch left: the guard's identity
+    /// (what `vigie switch --wait` waits for), kept across restarts.
+    pub switch: Option<u64>,
     pub color: Option<Color>,
+    /// The version of the guarded color, and of the one it came from.
+    pub version: Option<String>,
+    pub from_version: Option<String>,
     pub from: Option<Color>,
     pub started: Option<String>,
     pub ends_at: Option<String>,
@@ -65,19 +66,6 @@ pub struct GuardStatus {
     pub checks: u32,
     pub last: Option<LastCheck>,
     /// How the last guard ended; `null` while it runs.
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<VerdictStatus>,
     pub settings: Settings,
-}
-
-impl VerdictResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictResult::Passed => "passed",
-            VerdictResult::RolledBack => "rolled_back",
-            VerdictResult::RollbackFailed => "rollback_failed",
-            VerdictResult::InsufficientData => "insufficient_data",
-            VerdictResult::PrometheusError => "prometheus_error",
-            VerdictResult::Cancelled => "cancelled",
-        }
-    }
 }

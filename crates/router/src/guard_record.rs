@@ -1,0 +1,71 @@
+//! What a guard window is and how it ended: saved with the router's state
+//! (so a restarted router resumes a running guard) and shown by `/status`.
+//! Plain data; the guard ([`crate::guard`]) fills it in.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use vigie_telemetry::Color;
+
+/// How a guard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictResult {
+    /// The window ended with no breach and at least one check with enough data.
+    Passed,
+    /// A breach (or a Prometheus error, by default) switched back.
+    RolledBack,
+    /// The switch back was refused (the old color not ready): the new color stays.
+    RollbackFailed,
+    /// The window ended without one check having enough requests: kept, with a warning.
+    InsufficientData,
+    /// With `--guard-on-prometheus-error keep`, the window ended on a failed query: kept.
+    PrometheusError,
+    /// The window ended while the router was not running: kept, not judged.
+    Interrupted,
+    /// Another switch or a new guard ended it.
+    Cancelled,
+}
+
+impl VerdictResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictResult::Passed => "passed",
+            VerdictResult::RolledBack => "rolled_back",
+            VerdictResult::RollbackFailed => "rollback_failed",
+            VerdictResult::InsufficientData => "insufficient_data",
+            VerdictResult::PrometheusError => "prometheus_error",
+            VerdictResult::Interrupted => "interrupted",
+            VerdictResult::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub result: VerdictResult,
+    /// The guarded color.
+    pub color: Color,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// One guarded switch: the color watched, its window, and (once over) the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardRecord {
+    /// The router's switch count right after the guarded switch: the
+    /// guard's identity, the same across router restarts.
+    pub switch: u64,
+    pub color: Color,
+    pub from: Color,
+    /// The versions of the two colors at the switch.
+    pub version: String,
+    pub from_version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub window_seconds: u64,
+    /// `None` while the guard runs.
+    pub verdict: Option<Verdict>,
+}
