@@ -13,6 +13,14 @@
 #             --target x86_64-unknown-linux-gnu -p vigie (what the compose
 #             tests do: no Rust image is pulled).
 # The runtime stage below is the same for both.
+#
+# VIGIE_VERSION (build argument) is the release string the binary reports
+# (vigie_build_info, every log line, the router's /status), so two images of
+# the same code differ: docker build --build-arg VIGIE_VERSION=0.2.0 -t
+# vigie:0.2.0 . — empty means the crate version. 1 to 64 characters of
+# A-Z a-z 0-9 . - _ + (the build fails on others). The prebuilt stage takes
+# the version its binary was compiled with (VIGIE_VERSION in the environment
+# of that cargo build).
 ARG VIGIE_BINARY=build
 
 # --- build: a static musl binary (SQLite is compiled in) -------------------
@@ -32,6 +40,8 @@ RUN case "$TARGETARCH" in \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
+# Read by the compiler (option_env!) from the RUN's environment.
+ARG VIGIE_VERSION=
 RUN target="$(cat /rust-target)" \
     && cargo build --release --locked --target "$target" -p vigie \
     && cp "target/$target/release/vigie" /vigie
@@ -44,6 +54,9 @@ FROM ${VIGIE_BINARY} AS binary
 
 # --- runtime: nothing but the binary --------------------------------------
 FROM scratch
+ARG VIGIE_VERSION=
+LABEL org.opencontainers.image.title="vigie" \
+      org.opencontainers.image.version="${VIGIE_VERSION}"
 COPY image/etc/passwd image/etc/group /etc/
 COPY --from=binary /vigie /usr/local/bin/vigie
 # State directories. BuildKit creates a WORKDIR owned by the current USER:

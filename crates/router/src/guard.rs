@@ -176,14 +176,16 @@ impl Guard {
         tokio::spawn(async move {
             let outcome = guard.switcher.switch(to, &reason).await;
             if outcome.result == "ok" {
-                guard.cancel(&format!("superseded by a switch to {to}"));
+                let cancelled = guard.cancel(&format!("superseded by a switch to {to}"));
                 if let Some(window) = window {
                     let since = guard.switcher.routing.since();
                     guard.start(&outcome, window, since);
                 }
                 // The guard's new record (or the verdict of the one ended)
                 // is on disk before the client hears of the switch.
-                let _ = guard.switcher.persist().await;
+                if cancelled || window.is_some() {
+                    let _ = guard.switcher.persist().await;
+                }
             }
             outcome
         })
@@ -252,7 +254,8 @@ impl Guard {
                     target: "guard", $level,
                     color = %color, role = "standby", result = check.result.as_str(),
                     error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
-                    window_seconds = check.window_seconds, decision, detail = %check.message,
+                    window_seconds = check.window_seconds, instance_age_seconds = check.instance_age_seconds,
+                    decision, detail = %check.message,
                     "guard precheck"
                 )
             };
@@ -298,7 +301,7 @@ impl Guard {
         let (cancel, cancelled) = watch::channel(false);
         let job = {
             let mut state = lock(&self.state);
-            self.cancel_locked(&mut state, "replaced by a new guarded switch");
+            let _ = self.cancel_locked(&mut state, "replaced by a new guarded switch");
             state.next_id += 1;
             let job = make(state.next_id);
             state.job = Some(job.clone());
@@ -403,18 +406,18 @@ impl Guard {
         }
     }
 
-    /// Ends the running guard, if any, with a `cancelled` verdict. A guard
-    /// already switching back finishes that instead.
-    pub fn cancel(&self, reason: &str) {
+    /// Ends the running guard, if any, with a `cancelled` verdict (true
+    /// then). A guard already switching back finishes that instead.
+    pub fn cancel(&self, reason: &str) -> bool {
         let mut state = lock(&self.state);
-        self.cancel_locked(&mut state, reason);
+        self.cancel_locked(&mut state, reason)
     }
 
-    fn cancel_locked(&self, state: &mut State, reason: &str) {
+    fn cancel_locked(&self, state: &mut State, reason: &str) -> bool {
         if !state.running || state.rolling_back {
-            return;
+            return false;
         }
-        let Some(job) = state.job.clone() else { return };
+        let Some(job) = state.job.clone() else { return false };
         state.running = false;
         if let Some(cancel) = state.cancel.take() {
             let _ = cancel.send(true);
@@ -430,6 +433,7 @@ impl Guard {
         self.metrics.set_guard_running(false);
         self.changed.notify_waiters();
         tracing::info!(target: "guard", color = %job.color, result = "cancelled", reason, checks = state.tally.checks, "guard cancelled");
+        true
     }
 
     pub fn status(&self) -> GuardStatus {
@@ -526,6 +530,7 @@ impl Guard {
                     target: "guard", $level,
                     color = %job.color, result = check.result.as_str(), error_ratio = check.error_ratio,
                     p95_seconds = check.p95_seconds, requests = check.requests, window_seconds = check.window_seconds,
+                    instance_age_seconds = check.instance_age_seconds,
                     time_left_seconds = seconds_until(job.end), detail = %check.message,
                     "guard check"
                 )

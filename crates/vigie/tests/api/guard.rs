@@ -155,6 +155,27 @@ fn rollbacks(text: &str) -> [f64; 3] {
     })
 }
 
+/// Until Prometheus has seen the standby green answer 5xx, and this green
+/// has run longer than the shortest window (the pre-check judges an
+/// instance on its own requests only).
+async fn wait_until_green_fails_as_standby(stack: &GuardStack) {
+    eventually(
+        Duration::from_secs(40),
+        "Prometheus sees green failing as the standby",
+        || async {
+            let result = stack
+                .prometheus()
+                .query(
+                    r#"sum(increase(http_requests_total{job="backend",color="green",role="standby",route=~"/api/.*",status=~"5.."}[1m])) > 5
+                       and on () (time() - max(process_start_time_seconds{job="backend",color="green"})) > 17"#,
+                )
+                .await;
+            (!result.is_empty()).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_failing_30_percent_is_rolled_back_within_the_window() {
     let started = Instant::now();
@@ -168,12 +189,19 @@ async fn a_green_failing_30_percent_is_rolled_back_within_the_window() {
     );
     let _traffic = Traffic::start(router.url("/api/info"), 2);
 
-    let (code, stdout, stderr) = router.cli(&["switch", "green", "--guard", "40s"], Some(ADMIN_TOKEN));
-    assert_eq!(code, 0, "stdout: {stdout} stderr: {stderr}");
-    assert!(stdout.contains("guard: watching green"), "{stdout}");
+    // --wait: the command returns with the verdict, and says it by its status.
     let switched = Instant::now();
+    let (code, stdout, stderr) =
+        tokio::task::block_in_place(|| router.cli(&["switch", "green", "--guard", "40s", "--wait"], Some(ADMIN_TOKEN)));
+    assert_eq!(code, 3, "rolled back exits 3; stdout: {stdout} stderr: {stderr}");
+    assert!(stdout.contains("guard: watching green"), "{stdout}");
+    assert!(
+        stdout.contains("guard verdict on green (0.1.0): rolled_back: guard_error_ratio")
+            && stdout.contains("the last: breach (error ratio"),
+        "{stdout}"
+    );
 
-    let status = verdict(router, Duration::from_secs(40)).await;
+    let status = verdict(router, Duration::from_secs(1)).await;
     let guard = &status["guard"];
     assert_eq!(guard["verdict"]["result"], "rolled_back", "{guard}");
     assert!(
@@ -288,6 +316,58 @@ async fn a_healthy_green_stays_after_the_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeployed_green_is_judged_on_its_own_requests_and_wait_exits_0_when_it_passes() {
+    let mut stack = GuardStack::start("guard-redeploy", &["--fault-error-rate", "0.5"], &[]).await;
+    let green_addr = stack.green.url("").trim_start_matches("http://").to_owned();
+    // The broken green fails as the standby: a guarded switch is refused.
+    let traffic = Traffic::start(stack.green.url("/api/info"), 2);
+    wait_until_green_fails_as_standby(&stack).await;
+    let (status, body) = post_switch(&stack.router, json!({ "to": "green", "guard": "30s" })).await;
+    assert_eq!((status, &body["error"]), (409, &json!("standby_failing")), "{body}");
+    drop(traffic);
+
+    // Redeployed with the fix: the router sees the old instance go and the new one come.
+    stack.green.kill();
+    let router = &stack.router;
+    eventually(Duration::from_secs(10), "the router sees green down", || async {
+        (router.router_status().await["upstreams"]["green"]["healthy"] == false).then_some(())
+    })
+    .await;
+    let db = stack._dir.join("tasks.db");
+    stack.green = Proc::backend("green", &db, &["--listen", &green_addr]);
+    eventually(Duration::from_secs(10), "the router sees green ready", || async {
+        (router.router_status().await["upstreams"]["green"]["healthy"] == true).then_some(())
+    })
+    .await;
+
+    // The old instance's errors are still in the last minute, but the
+    // pre-check judges the new one only: too young, not refused.
+    let _traffic = Traffic::start(router.url("/api/info"), 2);
+    let (code, stdout, stderr) =
+        tokio::task::block_in_place(|| router.cli(&["switch", "green", "--guard", "30s", "--wait"], Some(ADMIN_TOKEN)));
+    assert_eq!(code, 0, "passed exits 0; stdout: {stdout} stderr: {stderr}");
+    assert!(
+        stdout.contains("pre-check of green as standby: insufficient_data: the instance started"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("guard verdict on green (0.1.0): passed"), "{stdout}");
+    assert!(stdout.contains("the last: ok (error ratio 0.0%"), "{stdout}");
+    let status = router.router_status().await;
+    assert_eq!(status["active"], "green");
+    assert_eq!(status["upstreams"]["green"]["version"], "0.1.0", "{status}");
+    let checks = logged(router, "guard check").await;
+    let young = checks.iter().filter(|c| c["result"] == "insufficient_data").count();
+    assert!(young >= 1, "the first checks find the instance too young: {checks:?}");
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c["result"] == "ok")
+            .all(|c| c["window_seconds"].as_u64() <= c["instance_age_seconds"].as_u64()),
+        "no window reaches back before the instance's start: {checks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_slower_than_the_p95_threshold_is_rolled_back() {
     let stack = GuardStack::start(
         "guard-latency",
@@ -358,7 +438,7 @@ async fn prometheus_stopped_during_the_guard_rolls_back_by_default() {
     );
     assert_eq!(router.router_status().await["active"], "blue");
     let (code, _, stderr) = router.cli(&["switch", "green", "--guard", "30s"], Some(ADMIN_TOKEN));
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 6, "a refused switch exits 6; {stderr}");
     assert!(stderr.contains("switch refused"), "{stderr}");
     let (status, body) = post_switch(router, json!({ "to": "green", "guard": "30s", "force": true })).await;
     assert_eq!(status, 200, "{body}");
@@ -404,20 +484,7 @@ async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
     let router = &stack.router;
     // Green gets traffic of its own while it is the standby (a smoke test).
     let _traffic = Traffic::start(stack.green.url("/api/info"), 2);
-    eventually(
-        Duration::from_secs(30),
-        "Prometheus sees green failing as the standby",
-        || async {
-            let result = stack
-                .prometheus()
-                .query(
-                    r#"sum(increase(http_requests_total{job="backend",color="green",role="standby",route=~"/api/.*",status=~"5.."}[1m])) > 5"#,
-                )
-                .await;
-            (!result.is_empty()).then_some(())
-        },
-    )
-    .await;
+    wait_until_green_fails_as_standby(&stack).await;
 
     let (status, body) = post_switch(router, json!({ "to": "green", "guard": "30s" })).await;
     assert_eq!(status, 409, "{body}");
@@ -443,7 +510,7 @@ async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
         1.0
     );
     let (code, _, stderr) = router.cli(&["switch", "green", "--guard", "30s"], Some(ADMIN_TOKEN));
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 6, "a refused switch exits 6; {stderr}");
     assert!(stderr.contains("failing as the standby"), "{stderr}");
     let precheck_line = logged(router, "guard precheck").await;
     assert_eq!(
@@ -458,7 +525,7 @@ async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
 }
 
 #[tokio::test]
-async fn a_new_switch_and_the_router_shutdown_cancel_a_running_guard() {
+async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
     let dir = TempDir::new("guard-cancel");
     let db = dir.join("tasks.db");
     let blue = Proc::backend("blue", &db, &[]);
@@ -506,11 +573,102 @@ async fn a_new_switch_and_the_router_shutdown_cancel_a_running_guard() {
         r#"result="prometheus_error""#
     )
     .is_some_and(|n| n >= 1.0));
+    let switch = router.router_status().await["guard"]["switch"].clone();
     router.terminate();
     assert!(router.wait_exit(Duration::from_secs(10)).success());
-    let cancelled = lines(&router, "guard cancelled");
-    assert_eq!(cancelled.len(), 2, "{cancelled:?}");
-    assert_eq!(cancelled[1]["reason"], "router shutting down");
+    assert_eq!(
+        lines(&router, "guard cancelled").len(),
+        1,
+        "a shutdown pauses, not cancels"
+    );
+    assert_eq!(
+        lines(&router, "guard paused for the shutdown; the next start resumes it").len(),
+        1
+    );
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state file")).expect("json");
+    assert_eq!(
+        (&saved["active"], &saved["guard"]["switch"], &saved["guard"]["verdict"]),
+        (&json!("green"), &switch, &Value::Null),
+        "the running guard is saved: {saved}"
+    );
+
+    let router = Proc::router(
+        &blue.url(""),
+        &green.url(""),
+        dir.path(),
+        &[
+            "--prometheus-url",
+            &prometheus_url,
+            "--guard-on-prometheus-error",
+            "keep",
+            "--guard-interval",
+            "1s",
+        ],
+    );
+    let guard = router.router_status().await["guard"].clone();
+    assert_eq!(
+        (&guard["running"], &guard["switch"], &guard["color"]),
+        (&json!(true), &switch, &json!("green")),
+        "{guard}"
+    );
+    let left = guard["time_left_seconds"].as_u64().expect("time left");
+    assert!((590..=600).contains(&left), "resumed for what is left of 10m: {left}");
+    assert_eq!(lines(&router, "guard resumed").len(), 1);
+    eventually(Duration::from_secs(5), "the resumed guard checks", || async {
+        let guard = router.router_status().await["guard"].clone();
+        (guard["checks"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
+    let dir = TempDir::new("guard-interrupted");
+    let db = dir.join("tasks.db");
+    let blue = Proc::backend("blue", &db, &[]);
+    let green = Proc::backend("green", &db, &[]);
+    // A state file as a router stopped during a 2-minute guard an hour ago left it.
+    let started = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    };
+    let state = json!({
+        "active": "green", "since": rfc3339(started), "switches": 4,
+        "guard": {
+            "switch": 4, "color": "green", "from": "blue", "version": "2.0.0", "from_version": "1.0.0",
+            "started": rfc3339(started), "ends_at": rfc3339(started + time::Duration::minutes(2)),
+            "window_seconds": 120, "verdict": null
+        }
+    });
+    std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
+    let router = Proc::router(
+        &blue.url(""),
+        &green.url(""),
+        dir.path(),
+        &["--prometheus-url", &dead_url()],
+    );
+    let guard = router.router_status().await["guard"].clone();
+    assert_eq!(
+        (&guard["running"], &guard["switch"], &guard["verdict"]["result"]),
+        (&json!(false), &json!(4), &json!("interrupted")),
+        "{guard}"
+    );
+    assert!(
+        guard["verdict"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("while the router was not running")),
+        "{guard}"
+    );
+    // The verdict is saved, and what `--wait` of that switch gets at once.
+    eventually(Duration::from_secs(5), "the verdict is saved", || async {
+        let saved: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+        (saved["guard"]["verdict"]["result"] == "interrupted").then_some(())
+    })
+    .await;
+    let answer = router.admin_get("/guard?switch=4&wait=5s").await;
+    assert_eq!(answer["verdict"]["result"], "interrupted", "{answer}");
 }
 
 #[tokio::test]
@@ -530,6 +688,8 @@ async fn bad_guard_requests_get_400() {
         json!({ "to": "green", "guard": "48h" }),
         json!({ "to": "green", "guard": 30 }),
         json!({ "to": "green", "force": "yes" }),
+        // Shorter than the check interval (10s by default): never checked.
+        json!({ "to": "green", "guard": "5s" }),
     ] {
         let (status, answer) = post_switch(&router, body.clone()).await;
         assert_eq!(
@@ -538,11 +698,36 @@ async fn bad_guard_requests_get_400() {
             "{body}: {answer}"
         );
     }
-    let output = std::process::Command::new(crate::helpers::vigie_bin())
-        .args(["switch", "green", "--guard", "soon"])
-        .output()
-        .expect("run vigie switch");
-    assert_eq!(output.status.code(), Some(2));
+    let (_, answer) = post_switch(&router, json!({ "to": "green", "guard": "5s" })).await;
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shorter than the router's check interval (10000 ms")),
+        "{answer}"
+    );
+    for query in ["?wait=5s", "?switch=1&wait=2m", "?switch=one", "?switch=1&wait=soon"] {
+        let response = client()
+            .get(router.admin_url(&format!("/guard{query}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /guard");
+        assert_eq!(response.status(), 400, "{query}");
+    }
+    let unknown = router.admin_get("/guard?switch=7&wait=1s").await;
+    assert_eq!(unknown["running"], false, "no guard to wait for: answered at once");
+    for args in [
+        &["switch", "green", "--guard", "soon"][..],
+        &["switch", "green", "--wait"],
+        &["switch", "purple", "--guard", "1m"],
+    ] {
+        let output = std::process::Command::new(crate::helpers::vigie_bin())
+            .args(args)
+            .output()
+            .expect("run vigie switch");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    assert_eq!(router.router_status().await["switches"], 0, "nothing changed");
     for (flag, value) in [
         ("--prometheus-url", "https://prometheus:9090"),
         ("--guard-max-error-ratio", "1.5"),

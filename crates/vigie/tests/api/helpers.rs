@@ -136,10 +136,14 @@ impl Proc {
         }
     }
 
-    /// Starts a backend of `color` on a free port with the given database.
+    /// Starts a backend of `color` on a free port (or the `--listen` of
+    /// `extra`) with the given database.
     pub fn backend(color: &str, database: &Path, extra: &[&str]) -> Proc {
         let db = database.to_str().expect("utf-8 path");
-        let mut args = vec!["backend", "--color", color, "--listen", "127.0.0.1:0", "--database", db];
+        let mut args = vec!["backend", "--color", color, "--database", db];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         Proc::start(&args, &[], &["public"])
     }
@@ -335,14 +339,19 @@ impl Proc {
 
     /// `GET /status` with the token.
     pub async fn router_status(&self) -> Value {
+        self.admin_get("/status").await
+    }
+
+    /// `GET path` of the admin API with the token; asserts a 200 JSON answer.
+    pub async fn admin_get(&self, path: &str) -> Value {
         let response = client()
-            .get(self.admin_url("/status"))
+            .get(self.admin_url(path))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
-            .expect("GET /status");
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("status is JSON")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON answer")
     }
 
     /// The admin listener's `/metrics` text.

@@ -341,7 +341,7 @@ async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothi
     );
 
     let (code, _stdout, stderr) = router.cli(&["switch", "green"], Some(ADMIN_TOKEN));
-    assert_eq!(code, 1, "a refused switch exits 1; stderr: {stderr}");
+    assert_eq!(code, 6, "a refused switch exits 6; stderr: {stderr}");
     assert!(
         stderr.contains("switch refused") && stderr.contains("not ready"),
         "{stderr}"

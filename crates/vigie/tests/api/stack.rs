@@ -356,12 +356,38 @@ async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() 
                 }
             }
         }
-        // Annotations mark events (a refused switch may never happen), so
-        // they must be valid queries, not necessarily return data.
+        // Annotations mark events (a rollback may never happen), so they
+        // must be valid queries; the switch, which happened, is marked
+        // with its kind, colors and versions.
         for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
             if annotation["datasource"]["uid"] == "prometheus" {
                 if let Some(expr) = annotation["expr"].as_str() {
-                    prometheus.query(&fill_variables(expr)).await;
+                    let found = prometheus.query(&fill_variables(expr)).await;
+                    if annotation["name"] == "Blue/green switch" {
+                        let marked = |found: &[Value]| {
+                            found.iter().any(|s| {
+                                let m = &s["metric"];
+                                (&m["kind"], &m["from"], &m["to"], &m["from_version"], &m["to_version"])
+                                    == (
+                                        &json!("switch"),
+                                        &json!("blue"),
+                                        &json!("green"),
+                                        &json!(vigie_telemetry::VERSION),
+                                        &json!(vigie_telemetry::VERSION),
+                                    )
+                            })
+                        };
+                        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+                        let mut found = found;
+                        while !marked(&found) {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "{file}: no switch annotation: {found:?}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            found = prometheus.query(&fill_variables(expr)).await;
+                        }
+                    }
                 }
             }
         }

@@ -221,9 +221,24 @@ fn every_pinned_upstream_image_is_in_the_versions_table() {
     let mut images: Vec<String> = Vec::new();
     for compose in ["compose.yaml", "compose.alloy.yaml"] {
         let doc = load(&repo().join(compose)).unwrap_or_else(|e| panic!("{e}"));
-        for service in doc["services"].as_object().into_iter().flatten().map(|(_, s)| s) {
+        let services: Vec<&Value> = doc["services"].as_object().into_iter().flatten().map(|(_, s)| s).collect();
+        // The images this checkout builds; a color's `${VIGIE_*_IMAGE:-default}`
+        // names one of them by default.
+        let built: Vec<&str> = services
+            .iter()
+            .filter(|s| s["build"].is_object())
+            .filter_map(|s| s["image"].as_str())
+            .collect();
+        for service in &services {
             if let (Some(image), false) = (service["image"].as_str(), service["build"].is_object()) {
-                images.push(image.to_owned());
+                let default = image
+                    .strip_prefix("${")
+                    .and_then(|v| v.strip_suffix('}'))
+                    .and_then(|v| v.split_once(":-"))
+                    .map_or(image, |(_, default)| default);
+                if !built.contains(&default) {
+                    images.push(default.to_owned());
+                }
             }
         }
     }

@@ -55,28 +55,46 @@ pub struct StandIn {
 
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(1800);
 
-/// Builds `vigie:<version>` for the engine. `prebuilt` compiles a static
-/// binary with this machine's toolchain into target/image/vigie first.
+/// The image compose.yaml builds from the checkout (both colors' default).
+pub const IMAGE: &str = "vigie:0.1.0";
+/// A second release of the same code, as a deploy would bring: built with
+/// `VIGIE_VERSION` and deployed to one color by the release step.
+pub const NEXT_VERSION: &str = "0.2.0-compose";
+pub const NEXT_IMAGE: &str = "vigie:0.2.0-compose";
+
+/// Builds [`NEXT_IMAGE`] and [`IMAGE`] for the engine, through compose.yaml's
+/// own build. `prebuilt` compiles a static binary with this machine's
+/// toolchain into target/image/vigie first; otherwise the Dockerfile's
+/// build stage compiles it with the `VIGIE_VERSION` build argument.
 pub fn build_vigie(compose: &Compose, prebuilt: Option<&str>) -> Result<(), String> {
     let root = &compose.dir;
-    let binary_source = match prebuilt {
-        Some(rust_target) => {
-            compile_static(root, rust_target)?;
-            "prebuilt"
+    // The next release first: IMAGE is the tag compose builds, re-tagged.
+    for (version, tag) in [(NEXT_VERSION, Some(NEXT_IMAGE)), ("", None)] {
+        let binary_source = match prebuilt {
+            Some(rust_target) => {
+                compile_static(root, rust_target, version)?;
+                "prebuilt"
+            }
+            None => "build",
+        };
+        let envs = [("VIGIE_BINARY", binary_source), ("VIGIE_VERSION", version)];
+        let output = compose.run(&["build", "router"], &envs, BUILD_DEADLINE)?;
+        if !output.success {
+            return Err(format!("docker compose build failed:\n{}", output.text()));
         }
-        None => "build",
-    };
-    let output = compose.run(&["build", "router"], &[("VIGIE_BINARY", binary_source)], BUILD_DEADLINE)?;
-    if !output.success {
-        return Err(format!("docker compose build failed:\n{}", output.text()));
+        if let Some(tag) = tag {
+            docker::docker(root, &["tag", IMAGE, tag], Duration::from_secs(60))?;
+        }
     }
     Ok(())
 }
 
 /// `cargo build --release` of the `vigie` binary for `rust_target`,
 /// statically linked (`+crt-static`: glibc's static libraries are part of
-/// every Linux Rust toolchain's C setup, musl's are not installed here).
-fn compile_static(root: &Path, rust_target: &str) -> Result<(), String> {
+/// every Linux Rust toolchain's C setup, musl's are not installed here),
+/// reporting `version` (empty: the crate version). A change of version
+/// recompiles only the workspace's crates, not their dependencies.
+fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // A target directory of its own: the outer `cargo test` may hold the
     // lock of the usual one, and these flags would rebuild it anyway.
@@ -85,7 +103,10 @@ fn compile_static(root: &Path, rust_target: &str) -> Result<(), String> {
         "CARGO_TARGET_{}_RUSTFLAGS",
         rust_target.to_uppercase().replace('-', "_")
     );
-    eprintln!("compose: compiling a static vigie for {rust_target} (cargo build --release; minutes the first time)");
+    eprintln!(
+        "compose: compiling a static vigie {} for {rust_target} (cargo build --release; minutes the first time)",
+        if version.is_empty() { "(crate version)" } else { version }
+    );
     command_ok(
         root,
         &cargo,
@@ -100,7 +121,10 @@ fn compile_static(root: &Path, rust_target: &str) -> Result<(), String> {
             "--target-dir",
             &target_dir.display().to_string(),
         ],
-        &[(flags_var.as_str(), "-C target-feature=+crt-static")],
+        &[
+            (flags_var.as_str(), "-C target-feature=+crt-static"),
+            ("VIGIE_VERSION", version),
+        ],
         BUILD_DEADLINE,
     )?;
     let built = target_dir.join(rust_target).join("release/vigie");

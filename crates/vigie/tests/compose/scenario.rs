@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::images::{IMAGE, NEXT_IMAGE, NEXT_VERSION};
 use crate::stack::{eventually, Stack, Written, COMMAND_DEADLINE};
 
 type Step = fn(&mut Stack) -> Result<(), String>;
 
-pub const STEPS: [(&str, Step); 9] = [
+pub const STEPS: [(&str, Step); 10] = [
     (
         "every_service_is_healthy_and_published_on_loopback_only",
         every_service_is_healthy_and_published_on_loopback_only,
@@ -41,6 +42,10 @@ pub const STEPS: [(&str, Step); 9] = [
     (
         "the_grafana_password_is_grafanas_to_read_and_never_printed",
         the_grafana_password_is_grafanas_to_read_and_never_printed,
+    ),
+    (
+        "a_release_passes_its_guard_and_a_broken_one_is_rolled_back",
+        a_release_passes_its_guard_and_a_broken_one_is_rolled_back,
     ),
 ];
 
@@ -239,21 +244,9 @@ fn a_router_restart_keeps_the_color(stack: &mut Stack) -> Result<(), String> {
 }
 
 fn a_guarded_switch_passes_on_a_healthy_color(stack: &mut Stack) -> Result<(), String> {
-    let window = 30;
-    let switched = stack.vigie("router", &["switch", "blue", "--guard", &format!("{window}s")])?;
-    if !switched.success {
-        return Err(format!("vigie switch blue --guard {window}s: {}", switched.text()));
-    }
-    let verdict = eventually("the guard's verdict", Duration::from_secs(window + 60), || {
-        let status = stack.vigie("router", &["status", "--json"])?;
-        let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
-        match &body["guard"]["verdict"] {
-            Value::Null => Err("no verdict yet".to_owned()),
-            verdict => Ok(verdict.clone()),
-        }
-    })?;
-    if verdict["result"] != "passed" || verdict["color"] != "blue" {
-        return Err(format!("guard verdict: {verdict}"));
+    let switched = stack.vigie("router", &["switch", "blue", "--guard", "30s", "--wait"])?;
+    if switched.code != Some(0) || !switched.stdout.contains("guard verdict on blue (0.1.0): passed") {
+        return Err(format!("vigie switch blue --guard 30s --wait: {}", switched.text()));
     }
     if serving_color(stack)? != "blue" {
         return Err("blue passed its guard but does not serve".to_owned());
@@ -419,5 +412,246 @@ fn the_grafana_password_is_grafanas_to_read_and_never_printed(stack: &mut Stack)
     if logs.text().contains(&password) {
         return Err("the grafana-secret job printed the password".to_owned());
     }
+    Ok(())
+}
+
+/// `docker compose up -d <service>` with these variables (as a `.env` would set them).
+fn deploy(stack: &Stack, service: &str, envs: &[(&str, &str)]) -> Result<crate::docker::Output, String> {
+    stack
+        .compose
+        .run(&["up", "-d", "--no-deps", service], envs, COMMAND_DEADLINE)
+}
+
+/// The router's view of a color once it is ready and says `version`.
+fn wait_for_version(stack: &Stack, color: &str, version: &str) -> Result<(), String> {
+    eventually(
+        &format!("the router sees {color} ready on {version}"),
+        Duration::from_secs(60),
+        || {
+            let status = stack.vigie("router", &["status", "--json"])?;
+            let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
+            let upstream = &body["upstreams"][color];
+            if upstream["healthy"] == true && upstream["version"] == version {
+                Ok(())
+            } else {
+                Err(upstream.to_string())
+            }
+        },
+    )
+}
+
+/// Tasks written through the router while a release goes on, from a
+/// thread of its own: the ones acknowledged (201) with their titles.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Vec<(i64, String)>, String>>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let mut acknowledged = Vec::new();
+                let mut n = 0;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let title = format!("release write {n}");
+                    let sent = http
+                        .post(format!("{APP}/api/tasks"))
+                        .json(&json!({ "title": title }))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status() == 201 {
+                            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+                            let id = body["id"]
+                                .as_i64()
+                                .ok_or_else(|| format!("201 without an id: {body}"))?;
+                            acknowledged.push((id, title));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(acknowledged)
+            })
+        });
+        Writer { stop, thread }
+    }
+
+    fn finish(self) -> Result<Vec<(i64, String)>, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| "the writer thread panicked".to_owned())?
+    }
+}
+
+/// The expression of a dashboard's panel or annotation, from the file Grafana provisions.
+fn dashboard_expr(stack: &Stack, file: &str, title: &str) -> Result<String, String> {
+    let path = stack.compose.dir.join("stack/grafana/dashboards").join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dashboard: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let panel = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["title"] == title);
+    let annotation = dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == title);
+    panel
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .or_else(|| annotation.and_then(|a| a["expr"].as_str()))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{file}: no panel or annotation {title:?} with a query"))
+}
+
+/// The series of an instant query, as label objects.
+fn series(stack: &Stack, expr: &str) -> Result<Vec<Value>, String> {
+    let mut url = reqwest::Url::parse("http://127.0.0.1:9090/api/v1/query").map_err(|e| e.to_string())?;
+    url.query_pairs_mut().append_pair("query", expr);
+    let data = stack.prometheus(&format!("{}?{}", url.path(), url.query().unwrap_or("")))?;
+    Ok(data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["metric"].clone())
+        .collect())
+}
+
+/// The runbook's release, under Docker: a second version of the same code
+/// to the standby color only, a guarded switch that passes; then a broken
+/// deploy (fault injection) to the other color, rolled back by its guard;
+/// traffic on the good version, every acknowledged write readable.
+fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack) -> Result<(), String> {
+    if serving_color(stack)? != "blue" {
+        return Err("the release starts from blue active".to_owned());
+    }
+    // An image variable naming no image: the engine's own error, and the
+    // running color is left as it was.
+    let missing = deploy(
+        stack,
+        "backend-green",
+        &[("VIGIE_GREEN_IMAGE", "vigie:no-such-release")],
+    )?;
+    if missing.success || !missing.text().to_lowercase().contains("no such image") {
+        return Err(format!("deploying an image that does not exist: {}", missing.text()));
+    }
+    println!("compose: an image that does not exist: {}", missing.text().trim());
+    let next = [("VIGIE_GREEN_IMAGE", NEXT_IMAGE)];
+    let deployed = deploy(stack, "backend-green", &next)?;
+    if !deployed.success {
+        return Err(format!("deploying {NEXT_IMAGE} to green: {}", deployed.text()));
+    }
+    wait_for_version(stack, "green", NEXT_VERSION)?;
+    let writer = Writer::start();
+
+    let switched = stack.vigie("router", &["switch", "green", "--guard", "40s", "--wait"])?;
+    let passed = format!("guard verdict on green ({NEXT_VERSION}): passed");
+    if switched.code != Some(0) || !switched.stdout.contains(&passed) {
+        return Err(format!("the release's guarded switch: {}", switched.text()));
+    }
+    println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
+    let status = stack.vigie("router", &["status"])?;
+    if !status.stdout.contains(&format!("active: green ({NEXT_VERSION})")) {
+        return Err(format!("vigie status after the release: {}", status.text()));
+    }
+    let versions = dashboard_expr(stack, "blue-green.json", "Versions")?;
+    eventually(
+        "the dashboard's versions panel shows the release active",
+        PROMETHEUS_SEES_SWITCH,
+        || {
+            let found = series(stack, &versions)?;
+            let shown = |color: &str, role: &str, version: &str| {
+                found
+                    .iter()
+                    .any(|s| s["color"] == color && s["role"] == role && s["version"] == version)
+            };
+            if shown("green", "active", NEXT_VERSION) && shown("blue", "standby", "0.1.0") {
+                Ok(())
+            } else {
+                Err(format!("{found:?}"))
+            }
+        },
+    )?;
+
+    // A broken deploy to the standby (half its API answers fail).
+    let broken = [
+        ("VIGIE_GREEN_IMAGE", NEXT_IMAGE),
+        ("VIGIE_BLUE_FAULT_ERROR_RATE", "0.5"),
+    ];
+    let deployed = deploy(stack, "backend-blue", &broken)?;
+    if !deployed.success {
+        return Err(format!("deploying the broken blue: {}", deployed.text()));
+    }
+    wait_for_version(stack, "blue", "0.1.0")?;
+    let switched = stack.vigie("router", &["switch", "blue", "--guard", "40s", "--wait"])?;
+    if switched.code != Some(3) || !switched.stdout.contains("guard verdict on blue (0.1.0): rolled_back") {
+        return Err(format!(
+            "the broken release's guarded switch (exit 3 expected): {}",
+            switched.text()
+        ));
+    }
+    println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
+    if serving_color(stack)? != "green" {
+        return Err("after the rollback the router does not serve green".to_owned());
+    }
+    let status = stack.vigie("router", &["status"])?;
+    if !status.stdout.contains(&format!("active: green ({NEXT_VERSION})")) {
+        return Err(format!("vigie status after the rollback: {}", status.text()));
+    }
+    let rollback = dashboard_expr(stack, "blue-green.json", "Guard rollback")?;
+    eventually(
+        "the rollback annotation, with the versions",
+        PROMETHEUS_SEES_SWITCH,
+        || {
+            let found = series(stack, &rollback)?;
+            let marked = found.iter().any(|s| {
+                s["from"] == "blue"
+                    && s["to"] == "green"
+                    && s["from_version"] == "0.1.0"
+                    && s["to_version"] == NEXT_VERSION
+            });
+            if marked {
+                Ok(())
+            } else {
+                Err(format!("{found:?}"))
+            }
+        },
+    )?;
+
+    let acknowledged = writer.finish()?;
+    if acknowledged.len() < 50 {
+        return Err(format!(
+            "only {} writes acknowledged during the release",
+            acknowledged.len()
+        ));
+    }
+    for (id, title) in &acknowledged {
+        let answer = stack.get(&format!("{APP}/api/tasks/{id}"))?;
+        if answer.status != 200 || answer.json()?["title"] != title.as_str() {
+            return Err(format!(
+                "acknowledged task {id} ({title}) reads {} {}",
+                answer.status, answer.body
+            ));
+        }
+    }
+    println!(
+        "compose: {} writes acknowledged during the release and the rollback, all readable on {IMAGE} and {NEXT_IMAGE}",
+        acknowledged.len()
+    );
     Ok(())
 }
