@@ -221,7 +221,12 @@ fn every_pinned_upstream_image_is_in_the_versions_table() {
     let mut images: Vec<String> = Vec::new();
     for compose in ["compose.yaml", "compose.alloy.yaml"] {
         let doc = load(&repo().join(compose)).unwrap_or_else(|e| panic!("{e}"));
-        let services: Vec<&Value> = doc["services"].as_object().into_iter().flatten().map(|(_, s)| s).collect();
+        let services: Vec<&Value> = doc["services"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+            .collect();
         // The images this checkout builds; a color's `${VIGIE_*_IMAGE:-default}`
         // names one of them by default.
         let built: Vec<&str> = services

@@ -551,6 +551,13 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         return Err(format!("deploying an image that does not exist: {}", missing.text()));
     }
     println!("compose: an image that does not exist: {}", missing.text().trim());
+    let containers = stack.containers()?;
+    let green = containers.iter().find(|c| c["Service"] == "backend-green");
+    if green.is_none_or(|c| c["State"] != "running" || c["Image"].as_str().is_none_or(|i| i != IMAGE)) {
+        return Err(format!(
+            "after the failed deploy, green is not the running {IMAGE}: {green:?}"
+        ));
+    }
     let next = [("VIGIE_GREEN_IMAGE", NEXT_IMAGE)];
     let deployed = deploy(stack, "backend-green", &next)?;
     if !deployed.success {
