@@ -48,7 +48,7 @@ pub mod defaults {
     pub const GRAFANA_DATASOURCES: &str = "prometheus,loki,tempo,alertmanager";
     /// The provisioned dashboards' folder and uids (stack/grafana/dashboards).
     pub const GRAFANA_FOLDER: &str = "vigie";
-    pub const GRAFANA_DASHBOARDS: &str = "vigie-overview,vigie-bluegreen,vigie-logs,vigie-stack,vigie-traces";
+    pub const GRAFANA_DASHBOARDS: &str = "vigie-overview,vigie-bluegreen,vigie-logs,vigie-stack,vigie-traces,vigie-slo";
     /// The APIs the doctor reads answer kilobytes; more is not our stack.
     pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     /// With `--wait`: the pause between two rounds of checks.

@@ -162,6 +162,10 @@ struct SwitchRequest {
     /// Switch even when the standby pre-check says the color is failing.
     #[serde(default)]
     force: bool,
+    /// Judge by error budget burn rate (the router's SLO file) instead of
+    /// the thresholds.
+    #[serde(default)]
+    slo: bool,
 }
 
 /// A guard window: within 1s..24h, and no shorter than one check interval
@@ -275,7 +279,7 @@ async fn switch(
     })?;
     let request: SwitchRequest = serde_json::from_slice(&body).map_err(|e| {
         AdminError::BadRequest(format!(
-            "expected {{\"to\": \"blue\"|\"green\", \"guard\"?: \"2m\", \"force\"?: false}}: {e}"
+            "expected {{\"to\": \"blue\"|\"green\", \"guard\"?: \"2m\", \"force\"?: false, \"slo\"?: false}}: {e}"
         ))
     })?;
     let to: Color = request.to.parse().map_err(AdminError::UnknownColor)?;
@@ -289,10 +293,20 @@ async fn switch(
         Some(r) if !r.trim().is_empty() => r.trim().chars().take(MAX_REASON_CHARS).collect(),
         _ => "requested through the admin API".to_owned(),
     };
+    if request.slo && guard_window.is_none() {
+        return Err(AdminError::BadRequest(
+            "slo: judging by burn rate is for a guarded switch; give a guard window too".into(),
+        ));
+    }
+    if request.slo && !admin.guard.has_slos() {
+        return Err(AdminError::BadRequest(
+            "slo: this router has no SLO file (--slo-file / VIGIE_SLO_FILE, e.g. stack/slo.yaml)".into(),
+        ));
+    }
     let active = admin.switcher.routing.active();
     // A guarded switch first checks the standby it goes to.
     let precheck = match guard_window {
-        Some(_) if to != active => Some(admin.guard.precheck(to, request.force).await),
+        Some(_) if to != active => Some(admin.guard.precheck(to, request.force, request.slo).await),
         _ => None,
     };
     if let Some(precheck) = precheck.as_ref().filter(|p| p.refused) {
@@ -300,7 +314,7 @@ async fn switch(
     }
     let outcome = admin
         .guard
-        .switch_detached(to, reason, guard_window)
+        .switch_detached(to, reason, guard_window, request.slo)
         .await
         .map_err(AdminError::Internal)?;
     let mut body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;

@@ -76,6 +76,11 @@ pub struct SwitchArgs {
     /// Switch even if the standby pre-check of a guarded switch says the color is failing.
     #[arg(long, requires = "guard")]
     pub force: bool,
+    /// Judge the new color by its error budget burn rate (the router's SLO
+    /// file): roll back when an objective burns at the rate that pages
+    /// (14.4x), instead of the error-ratio and p95 thresholds.
+    #[arg(long, requires = "guard")]
+    pub guard_slo: bool,
     /// Wait for the guard's verdict, print it with the figures it was based
     /// on, and exit 0 only when the new color passed (see the exit statuses).
     #[arg(long, requires = "guard")]
@@ -179,6 +184,9 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     if let Some(guard) = &args.guard {
         request["guard"] = json!(guard);
         request["force"] = json!(args.force);
+        if args.guard_slo {
+            request["slo"] = json!(true);
+        }
     }
     let answer = call(&args.common, Method::POST, "/switch", Some(request)).await?;
     let body = &answer.body;
@@ -346,9 +354,10 @@ fn print_verdict(guard: &Value) {
     }
 }
 
-/// `ok (error ratio 0.0%, p95 0.012s, 143 requests over 20s)`.
+/// `ok (error ratio 0.0%, p95 0.012s, 143 requests over 20s)`, and with
+/// `--guard-slo` each objective's burn rate and budget left.
 fn check_figures(check: &Value) -> String {
-    format!(
+    let mut text_out = format!(
         "{} (error ratio {}, p95 {}, {} requests over {} s)",
         text(check, "result"),
         ratio(&check["error_ratio"]),
@@ -358,7 +367,18 @@ fn check_figures(check: &Value) -> String {
             .and_then(Value::as_u64)
             .map_or("-".to_owned(), |n| n.to_string()),
         number(check, "window_seconds")
-    )
+    );
+    for slo in check.get("slo").and_then(Value::as_array).into_iter().flatten() {
+        let burn = slo["burn_rate"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |b| format!("{b:.1}x"));
+        text_out.push_str(&format!(
+            "; {} burn rate {burn}, error budget left {}",
+            text(slo, "slo"),
+            ratio(&slo["budget_remaining"])
+        ));
+    }
+    text_out
 }
 
 /// After a guarded switch: what the guard watches and until when.

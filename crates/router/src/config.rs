@@ -172,6 +172,18 @@ pub struct GuardArgs {
     /// What the guard does when Prometheus cannot be queried: roll back, or keep the new color.
     #[arg(long, env = "VIGIE_GUARD_ON_PROMETHEUS_ERROR", value_enum, default_value = defaults::GUARD_ON_PROMETHEUS_ERROR)]
     pub guard_on_prometheus_error: OnPrometheusError,
+    /// The SLO file (stack/slo.yaml): lets a guarded switch judge the new
+    /// color by its error budget burn rate (`vigie switch --guard-slo`).
+    #[arg(long = "slo-file", env = "VIGIE_SLO_FILE", value_parser = load_slo_file)]
+    pub slos: Option<std::sync::Arc<vigie_slo::Slos>>,
+}
+
+/// Reads and checks the SLO file when the flags are parsed: a bad one is
+/// a bad flag (exit 2).
+fn load_slo_file(path: &str) -> Result<std::sync::Arc<vigie_slo::Slos>, String> {
+    vigie_slo::Slos::load(std::path::Path::new(path))
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// A duration of at least [`defaults::GUARD_MIN_INTERVAL_MS`].

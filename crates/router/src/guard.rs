@@ -26,7 +26,9 @@ use tokio::time::Instant;
 use vigie_telemetry::Color;
 
 use crate::config::{defaults, GuardArgs};
-use crate::guard::check::{evaluate, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds};
+use crate::guard::check::{
+    evaluate, evaluate_slo, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds,
+};
 use crate::guard_record::{GuardRecord, Verdict, VerdictResult};
 use crate::metrics::RouterMetrics;
 use crate::prometheus_api::PrometheusApi;
@@ -80,6 +82,8 @@ struct Job {
     end: Instant,
     /// The router's switch count right after the guarded switch.
     switch_number: u64,
+    /// Judged by burn rate against the SLO file's objectives.
+    by_slo: bool,
 }
 
 impl Job {
@@ -93,6 +97,7 @@ impl Job {
             started: self.started,
             ends_at: self.ends_at,
             window_seconds: self.window.as_secs(),
+            by_slo: self.by_slo,
             verdict,
         }
     }
@@ -128,6 +133,8 @@ pub struct Guard {
     interval: Duration,
     thresholds: Thresholds,
     on_prometheus_error: OnPrometheusError,
+    /// The SLO file's objectives, for guards judged by burn rate.
+    slos: Option<Arc<vigie_slo::Slos>>,
     switcher: Arc<Switcher>,
     metrics: RouterMetrics,
     state: Mutex<State>,
@@ -155,6 +162,7 @@ impl Guard {
                 min_requests: args.guard_min_requests,
             },
             on_prometheus_error: args.guard_on_prometheus_error,
+            slos: args.slos.clone(),
             switcher,
             metrics,
             state: Mutex::new(State::default()),
@@ -171,6 +179,7 @@ impl Guard {
         to: Color,
         reason: String,
         window: Option<Duration>,
+        by_slo: bool,
     ) -> Result<SwitchOutcome, String> {
         let guard = Arc::clone(self);
         tokio::spawn(async move {
@@ -179,7 +188,7 @@ impl Guard {
                 let cancelled = guard.cancel(&format!("superseded by a switch to {to}"));
                 if let Some(window) = window {
                     let since = guard.switcher.routing.since();
-                    guard.start(&outcome, window, since);
+                    guard.start(&outcome, window, since, by_slo);
                 }
                 // The guard's new record (or the verdict of the one ended)
                 // is on disk before the client hears of the switch.
@@ -196,6 +205,28 @@ impl Guard {
     /// The longest guard window a switch may ask for.
     pub fn max_window() -> Duration {
         Duration::from_secs(defaults::GUARD_MAX_WINDOW_SECS)
+    }
+
+    /// Whether guards may judge by burn rate (an SLO file was given).
+    pub fn has_slos(&self) -> bool {
+        self.slos.is_some()
+    }
+
+    /// The objectives a guard judged by burn rate reads.
+    fn objectives(&self, by_slo: bool) -> &[vigie_slo::Objective] {
+        match (&self.slos, by_slo) {
+            (Some(slos), true) => &slos.objectives,
+            _ => &[],
+        }
+    }
+
+    /// A check's verdict on a reading, by burn rate or by the thresholds.
+    fn judge(&self, reading: &check::Reading, by_slo: bool) -> Check {
+        if by_slo {
+            evaluate_slo(reading, self.thresholds.min_requests)
+        } else {
+            evaluate(reading, &self.thresholds)
+        }
     }
 
     /// The pause between two checks: a window must be at least this long.
@@ -226,15 +257,15 @@ impl Guard {
     /// to it. A standby with no traffic gives `insufficient_data` and does not
     /// stop the switch; a breach does, unless `force`; so does a failed
     /// query when the guard rolls back on Prometheus errors.
-    pub async fn precheck(&self, color: Color, force: bool) -> Precheck {
+    pub async fn precheck(&self, color: Color, force: bool, by_slo: bool) -> Precheck {
         let window = Duration::from_secs(defaults::GUARD_RATE_WINDOW_MAX_SECS);
         let selector = Selector {
             color,
             role: Some("standby"),
         };
         let seen_ready = self.switcher.routing.upstream(color).health().ready_since;
-        let check = match measure(&self.api, selector, window, seen_ready).await {
-            Ok(reading) => evaluate(&reading, &self.thresholds),
+        let check = match measure(&self.api, selector, window, seen_ready, self.objectives(by_slo)).await {
+            Ok(reading) => self.judge(&reading, by_slo),
             Err(error) => Check::failed(&error, window),
         };
         self.metrics.guard_precheck(check.result);
@@ -275,7 +306,7 @@ impl Guard {
     /// Starts guarding the color a switch went to (`outcome`, at `since`)
     /// for `window`; a running guard is cancelled first. The caller saves
     /// the state ([`Switcher::persist`]).
-    pub fn start(self: &Arc<Self>, outcome: &SwitchOutcome, window: Duration, since: OffsetDateTime) {
+    pub fn start(self: &Arc<Self>, outcome: &SwitchOutcome, window: Duration, since: OffsetDateTime, by_slo: bool) {
         let job = |id| {
             let lag = Duration::try_from(now_ms() - since).unwrap_or_default();
             let start = Instant::now().checked_sub(lag).unwrap_or_else(Instant::now);
@@ -291,6 +322,7 @@ impl Guard {
                 start,
                 end: start + window,
                 switch_number: outcome.switch_number,
+                by_slo,
             }
         };
         self.run(job, "guard started");
@@ -319,7 +351,8 @@ impl Guard {
         tracing::info!(
             target: "guard",
             color = %job.color, from = %job.from, version = %job.version, from_version = %job.from_version,
-            switch = job.switch_number, window_seconds = job.window.as_secs(),
+            switch = job.switch_number, judge = if job.by_slo { "slo" } else { "thresholds" },
+            window_seconds = job.window.as_secs(),
             time_left_seconds = seconds_until(job.end), ends_at = %rfc3339(job.ends_at),
             interval_seconds = self.interval.as_secs_f64(), max_error_ratio = self.thresholds.max_error_ratio,
             max_p95_seconds = self.thresholds.max_p95_seconds, min_requests = self.thresholds.min_requests,
@@ -351,6 +384,7 @@ impl Guard {
             start,
             end: start + window,
             switch_number: record.switch,
+            by_slo: record.by_slo,
         };
         if let Some(verdict) = record.verdict.clone() {
             let mut state = lock(&self.state);
@@ -445,6 +479,7 @@ impl Guard {
             color: job.map(|j| j.color),
             version: job.map(|j| j.version.clone()),
             from_version: job.map(|j| j.from_version.clone()),
+            judge: job.map(|j| if j.by_slo { "slo" } else { "thresholds" }),
             from: job.map(|j| j.from),
             started: job.map(|j| rfc3339(j.started)),
             ends_at: job.map(|j| rfc3339(j.ends_at)),
@@ -460,6 +495,12 @@ impl Guard {
                 max_p95_seconds: self.thresholds.max_p95_seconds,
                 min_requests: self.thresholds.min_requests,
                 on_prometheus_error: self.on_prometheus_error,
+                slo_objectives: self
+                    .slos
+                    .iter()
+                    .flat_map(|s| &s.objectives)
+                    .map(|o| format!("{} {}%", o.name, o.objective_percent))
+                    .collect(),
             },
         }
     }
@@ -489,11 +530,11 @@ impl Guard {
             };
             let seen_ready = self.switcher.routing.upstream(job.color).health().ready_since;
             let measured = tokio::select! {
-                measured = measure(&self.api, selector, window, seen_ready) => measured,
+                measured = measure(&self.api, selector, window, seen_ready, self.objectives(job.by_slo)) => measured,
                 _ = cancelled.changed() => return,
             };
             let check = match measured {
-                Ok(reading) => evaluate(&reading, &self.thresholds),
+                Ok(reading) => self.judge(&reading, job.by_slo),
                 Err(error) => Check::failed(&error, window),
             };
             if !self.record(&job, &check) {

@@ -66,6 +66,9 @@ pub struct GuardRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
     pub window_seconds: u64,
+    /// Judged by error budget burn rate (`--guard-slo`), not the thresholds.
+    #[serde(default)]
+    pub by_slo: bool,
     /// `None` while the guard runs.
     pub verdict: Option<Verdict>,
 }

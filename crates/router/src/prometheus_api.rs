@@ -99,8 +99,19 @@ struct Data {
 
 #[derive(Deserialize)]
 struct Sample {
+    #[serde(default)]
+    metric: std::collections::HashMap<String, String>,
     /// `[<unix time>, "<value>"]`; the value is a string ("NaN", "+Inf" too).
     value: (f64, String),
+}
+
+impl Sample {
+    fn number(&self) -> Result<f64, QueryError> {
+        self.value
+            .1
+            .parse()
+            .map_err(|_| QueryError::Invalid(format!("sample value {:?} is not a number", self.value.1)))
+    }
 }
 
 pub struct PrometheusApi {
@@ -128,6 +139,26 @@ impl PrometheusApi {
     /// `sum(...)`): `None` when the result is empty or not a finite number
     /// (no series matched, or a quantile of no requests).
     pub async fn scalar(&self, promql: &str) -> Result<Option<f64>, QueryError> {
+        let (status, body) = self.fetch(promql).await?;
+        parse_scalar(status, &body)
+    }
+
+    /// An instant query's finite samples as (value of `label`, value).
+    pub async fn vector(&self, promql: &str, label: &str) -> Result<Vec<(String, f64)>, QueryError> {
+        let (status, body) = self.fetch(promql).await?;
+        let samples = parse_vector(status, &body)?;
+        let mut values = Vec::with_capacity(samples.len());
+        for sample in &samples {
+            let value = sample.number()?;
+            if value.is_finite() {
+                values.push((sample.metric.get(label).cloned().unwrap_or_default(), value));
+            }
+        }
+        Ok(values)
+    }
+
+    /// One instant query: the answer's status and body.
+    async fn fetch(&self, promql: &str) -> Result<(u16, bytes::Bytes), QueryError> {
         let url = format!(
             "{}/api/v1/query?query={}&timeout={}ms",
             self.base,
@@ -168,12 +199,24 @@ impl PrometheusApi {
                     url: self.base.to_string(),
                     timeout: self.timeout,
                 })??;
-        parse_scalar(status.as_u16(), &body)
+        Ok((status.as_u16(), body))
     }
 }
 
-/// Reads the answer of an instant query made by [`PrometheusApi::scalar`].
+/// The one sample of an instant query's answer (see [`PrometheusApi::scalar`]).
 fn parse_scalar(status: u16, body: &[u8]) -> Result<Option<f64>, QueryError> {
+    match parse_vector(status, body)?.as_slice() {
+        [] => Ok(None),
+        [sample] => {
+            let value = sample.number()?;
+            Ok(value.is_finite().then_some(value))
+        }
+        more => Err(QueryError::Invalid(format!("expected one sample, got {}", more.len()))),
+    }
+}
+
+/// Reads the answer of an instant query: its samples.
+fn parse_vector(status: u16, body: &[u8]) -> Result<Vec<Sample>, QueryError> {
     let answer: Answer = match serde_json::from_slice(body) {
         Ok(answer) => answer,
         Err(e) if (200..300).contains(&status) => {
@@ -199,18 +242,7 @@ fn parse_scalar(status: u16, body: &[u8]) -> Result<Option<f64>, QueryError> {
             data.result_type
         )));
     }
-    match data.result.as_slice() {
-        [] => Ok(None),
-        [sample] => {
-            let value: f64 = sample
-                .value
-                .1
-                .parse()
-                .map_err(|_| QueryError::Invalid(format!("sample value {:?} is not a number", sample.value.1)))?;
-            Ok(value.is_finite().then_some(value))
-        }
-        more => Err(QueryError::Invalid(format!("expected one sample, got {}", more.len()))),
-    }
+    Ok(data.result)
 }
 
 /// Percent-encodes a query parameter value (RFC 3986: everything but the

@@ -121,6 +121,7 @@ mod tests {
                 started: state.since,
                 ends_at: state.since + time::Duration::minutes(2),
                 window_seconds: 120,
+                by_slo: true,
                 verdict: None,
             }),
             ..state.clone()

@@ -4,6 +4,7 @@
 
 mod healthcheck;
 mod secret;
+mod slo;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ enum Command {
     Doctor(vigie_doctor::Args),
     /// Create a secret file (e.g. Grafana's admin password) unless it exists.
     Secret(secret::Args),
+    /// Render the Prometheus rules of the SLO file (stack/slo.yaml).
+    Slo(slo::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => vigie_backend::loadgen::run(args).await,
             Command::Doctor(args) => vigie_doctor::run(args).await,
             Command::Secret(args) => secret::run(args).await,
+            Command::Slo(args) => slo::run(args),
         }
     });
     match result {

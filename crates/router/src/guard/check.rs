@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use vigie_slo::{Kind, Objective, FAST_BURN};
 use vigie_telemetry::Color;
 
 use crate::config::defaults;
@@ -52,13 +53,16 @@ pub enum RollbackReason {
     GuardErrorRatio,
     GuardLatency,
     GuardPrometheusError,
+    /// `--guard-slo`: an objective's budget burning at the fast-burn rate.
+    GuardSloBurnRate,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 3] = [
+    pub const ALL: [RollbackReason; 4] = [
         RollbackReason::GuardErrorRatio,
         RollbackReason::GuardLatency,
         RollbackReason::GuardPrometheusError,
+        RollbackReason::GuardSloBurnRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl RollbackReason {
             RollbackReason::GuardErrorRatio => "guard_error_ratio",
             RollbackReason::GuardLatency => "guard_latency",
             RollbackReason::GuardPrometheusError => "guard_prometheus_error",
+            RollbackReason::GuardSloBurnRate => "guard_slo_burn_rate",
         }
     }
 }
@@ -104,6 +109,28 @@ impl Selector {
         )
     }
 
+    /// Requests within `threshold` (a bucket bound) and all requests, for a latency SLI.
+    pub fn latency_queries(&self, window: Duration, threshold: Duration) -> [String; 2] {
+        let w = format!("{}s", window.as_secs());
+        let le = format!("{}", threshold.as_secs_f64());
+        [
+            format!(
+                "sum(increase(http_request_duration_seconds_bucket{}[{w}]))",
+                self.matchers(&format!(r#",le="{le}""#))
+            ),
+            format!(
+                "sum(increase(http_request_duration_seconds_count{}[{w}]))",
+                self.matchers("")
+            ),
+        ]
+    }
+
+    /// The error budget left over the SLO period, per objective, from the
+    /// stack's SLO recording rules (stack/prometheus/rules/slo.yml).
+    pub fn budget_query(&self) -> String {
+        format!(r#"slo:period_error_budget_remaining:ratio{{color="{}"}}"#, self.color)
+    }
+
     /// The three PromQL queries: requests, 5xx answers, p95 latency.
     pub fn queries(&self, window: Duration) -> [String; 3] {
         let w = format!("{}s", window.as_secs());
@@ -122,7 +149,7 @@ impl Selector {
 }
 
 /// What Prometheus said about a color over a window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reading {
     /// API requests in the window (Prometheus' `increase()`, rounded).
     pub requests: u64,
@@ -133,6 +160,20 @@ pub struct Reading {
     pub window_seconds: u64,
     /// Seconds since the instance judged started, when known.
     pub instance_age_seconds: Option<u64>,
+    /// With `--guard-slo`: each objective's error ratio over the window.
+    pub slo: Vec<SloReading>,
+}
+
+/// One objective, as a check saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloReading {
+    pub slo: String,
+    /// The share of bad requests in the window; `None` without requests.
+    pub error_ratio: Option<f64>,
+    /// `error_ratio` over the objective's error budget.
+    pub burn_rate: Option<f64>,
+    /// The period's budget left (the SLO rules' series), when Prometheus has it.
+    pub budget_remaining: Option<f64>,
 }
 
 /// The result of one check, with the values seen.
@@ -150,6 +191,9 @@ pub struct Check {
     /// never reaches back before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_age_seconds: Option<u64>,
+    /// With `--guard-slo`: the burn rate of each objective.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<SloReading>,
     /// What was seen, for people.
     pub message: String,
 }
@@ -164,6 +208,7 @@ impl Check {
             p95_seconds: None,
             window_seconds: window.as_secs(),
             instance_age_seconds: None,
+            slo: Vec::new(),
             message: error.to_string(),
         }
     }
@@ -209,6 +254,7 @@ pub async fn measure(
     selector: Selector,
     wanted: Duration,
     seen_ready: Option<OffsetDateTime>,
+    objectives: &[Objective],
 ) -> Result<Reading, QueryError> {
     let started = api.scalar(&selector.start_query()).await?;
     let seen = seen_ready.map(|at| at.unix_timestamp_nanos() as f64 / 1e9);
@@ -226,6 +272,7 @@ pub async fn measure(
             p95_seconds: None,
             window_seconds: window.as_secs(),
             instance_age_seconds,
+            slo: Vec::new(),
         });
     }
     let [requests, errors, p95] = selector.queries(window);
@@ -233,14 +280,55 @@ pub async fn measure(
     let requests = requests?.unwrap_or(0.0).max(0.0);
     let errors = errors?.unwrap_or(0.0).max(0.0);
     let p95_seconds = p95?;
+    // Both counts are extrapolated alike; the ratio stays within 0..1.
+    let error_ratio = (requests > 0.0).then(|| (errors / requests).min(1.0));
+    let slo = measure_slos(api, selector, window, objectives, error_ratio).await?;
     Ok(Reading {
         requests: requests.round() as u64,
-        // Both counts are extrapolated alike; the ratio stays within 0..1.
-        error_ratio: (requests > 0.0).then(|| (errors / requests).min(1.0)),
+        error_ratio,
         p95_seconds,
         window_seconds: window.as_secs(),
         instance_age_seconds,
+        slo,
     })
+}
+
+/// Each objective's error ratio over `window` (availability: the 5xx
+/// share already measured; latency: the share above its threshold) and
+/// burn rate, with the period's budget left when the SLO rules are loaded.
+async fn measure_slos(
+    api: &PrometheusApi,
+    selector: Selector,
+    window: Duration,
+    objectives: &[Objective],
+    availability_error_ratio: Option<f64>,
+) -> Result<Vec<SloReading>, QueryError> {
+    if objectives.is_empty() {
+        return Ok(Vec::new());
+    }
+    let budgets = api.vector(&selector.budget_query(), "slo").await.unwrap_or_default();
+    let mut readings = Vec::with_capacity(objectives.len());
+    for objective in objectives {
+        let error_ratio = match (objective.kind, objective.threshold) {
+            (Kind::Latency, Some(threshold)) => {
+                let [fast, all] = selector.latency_queries(window, threshold);
+                let (fast, all) = tokio::join!(api.scalar(&fast), api.scalar(&all));
+                let (fast, all) = (fast?.unwrap_or(0.0).max(0.0), all?.unwrap_or(0.0).max(0.0));
+                (all > 0.0).then(|| (1.0 - fast / all).clamp(0.0, 1.0))
+            }
+            _ => availability_error_ratio,
+        };
+        readings.push(SloReading {
+            slo: objective.name.clone(),
+            error_ratio,
+            burn_rate: error_ratio.map(|r| r / objective.budget()),
+            budget_remaining: budgets
+                .iter()
+                .find(|(name, _)| *name == objective.name)
+                .map(|(_, v)| *v),
+        });
+    }
+    Ok(readings)
 }
 
 fn percent(ratio: f64) -> String {
@@ -257,6 +345,7 @@ pub fn evaluate(reading: &Reading, thresholds: &Thresholds) -> Check {
         p95_seconds: reading.p95_seconds,
         window_seconds: reading.window_seconds,
         instance_age_seconds: reading.instance_age_seconds,
+        slo: reading.slo.clone(),
         message: String::new(),
     };
     let w = reading.window_seconds;
@@ -314,6 +403,60 @@ pub fn evaluate(reading: &Reading, thresholds: &Thresholds) -> Check {
     check
 }
 
+/// The verdict on a reading by burn rate (`--guard-slo`): a breach when an
+/// objective's budget burns at the fast-burn rate or faster, the rate that
+/// pages ([`FAST_BURN`]); the minimum request count still applies.
+pub fn evaluate_slo(reading: &Reading, min_requests: u64) -> Check {
+    let thresholds = Thresholds {
+        max_error_ratio: 1.0,
+        max_p95_seconds: f64::INFINITY,
+        min_requests,
+    };
+    let mut check = evaluate(reading, &thresholds);
+    if check.result != CheckResult::Ok
+        && !(check.result == CheckResult::InsufficientData && reading.p95_seconds.is_none())
+    {
+        return check;
+    }
+    if reading.requests < min_requests || reading.window_seconds < defaults::GUARD_RATE_WINDOW_MIN_SECS {
+        return check;
+    }
+    let w = reading.window_seconds;
+    let describe = |s: &SloReading| match (s.burn_rate, s.error_ratio) {
+        (Some(burn), Some(ratio)) => format!("{} burn rate {burn:.1}x ({})", s.slo, percent(ratio)),
+        _ => format!("{} not measured", s.slo),
+    };
+    let seen: Vec<String> = reading.slo.iter().map(describe).collect();
+    check.result = CheckResult::Ok;
+    check.breach = None;
+    if let Some(worst) = reading
+        .slo
+        .iter()
+        .filter(|s| s.burn_rate.is_some_and(|b| b >= FAST_BURN))
+        .max_by(|a, b| {
+            a.burn_rate
+                .partial_cmp(&b.burn_rate)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    {
+        check.result = CheckResult::Breach;
+        check.breach = Some(RollbackReason::GuardSloBurnRate);
+        check.message = format!(
+            "{} >= {FAST_BURN}x, the rate that pages, over the last {w}s ({} requests); {}",
+            describe(worst),
+            reading.requests,
+            seen.join(", ")
+        );
+    } else {
+        check.message = format!(
+            "{}: under {FAST_BURN}x over the last {w}s ({} requests)",
+            seen.join(", "),
+            reading.requests
+        );
+    }
+    check
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +474,7 @@ mod tests {
             p95_seconds: Some(p95),
             window_seconds: 30,
             instance_age_seconds: None,
+            slo: Vec::new(),
         }
     }
 
@@ -365,6 +509,7 @@ mod tests {
             p95_seconds: None,
             window_seconds: 15,
             instance_age_seconds: None,
+            slo: Vec::new(),
         };
         let check = evaluate(&no_requests, &LIMITS);
         assert_eq!(check.result, CheckResult::InsufficientData);
@@ -374,6 +519,63 @@ mod tests {
             ..reading(100, 0.0, 0.0)
         };
         assert_eq!(judge(no_latency), (CheckResult::InsufficientData, None));
+    }
+
+    #[test]
+    fn by_slo_a_new_color_is_rolled_back_when_it_burns_at_the_paging_rate() {
+        let slo = |name: &str, ratio: f64, budget: f64| SloReading {
+            slo: name.into(),
+            error_ratio: Some(ratio),
+            burn_rate: Some(ratio / budget),
+            budget_remaining: None,
+        };
+        // 1% errors against a 0.1% budget: 10x, under 14.4; 300 ms p95 is no
+        // breach by itself (the thresholds are not used).
+        let calm = Reading {
+            slo: vec![slo("availability", 0.01, 0.001), slo("latency", 0.05, 0.01)],
+            ..reading(100, 0.01, 0.3)
+        };
+        let check = evaluate_slo(&calm, 20);
+        assert_eq!(
+            (check.result, check.breach),
+            (CheckResult::Ok, None),
+            "{}",
+            check.message
+        );
+        assert!(
+            check.message.contains("availability burn rate 10.0x (1.0%)"),
+            "{}",
+            check.message
+        );
+        // 2% errors: 20x.
+        let burning = Reading {
+            slo: vec![slo("availability", 0.02, 0.001), slo("latency", 0.0, 0.01)],
+            ..reading(100, 0.02, 0.01)
+        };
+        let check = evaluate_slo(&burning, 20);
+        assert_eq!(
+            (check.result, check.breach),
+            (CheckResult::Breach, Some(RollbackReason::GuardSloBurnRate))
+        );
+        assert!(
+            check
+                .message
+                .starts_with("availability burn rate 20.0x (2.0%) >= 14.4x"),
+            "{}",
+            check.message
+        );
+        // Latency alone can breach: 20% slow against a 1% budget.
+        let slow = Reading {
+            slo: vec![slo("availability", 0.0, 0.001), slo("latency", 0.2, 0.01)],
+            ..reading(100, 0.0, 0.9)
+        };
+        assert_eq!(evaluate_slo(&slow, 20).breach, Some(RollbackReason::GuardSloBurnRate));
+        // Too few requests: no verdict either way.
+        let few = Reading {
+            slo: burning.slo.clone(),
+            ..reading(5, 0.02, 0.01)
+        };
+        assert_eq!(evaluate_slo(&few, 20).result, CheckResult::InsufficientData);
     }
 
     #[test]

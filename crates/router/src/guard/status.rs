@@ -45,6 +45,9 @@ pub struct Settings {
     pub max_p95_seconds: f64,
     pub min_requests: u64,
     pub on_prometheus_error: OnPrometheusError,
+    /// The objectives a `--guard-slo` switch is judged against (the SLO
+    /// file), e.g. `availability 99.9%`; empty without one.
+    pub slo_objectives: Vec<String>,
 }
 
 /// `GET /status`'s `guard` object: the running guard, or the last one.
@@ -58,6 +61,8 @@ pub struct GuardStatus {
     /// The version of the guarded color, and of the one it came from.
     pub version: Option<String>,
     pub from_version: Option<String>,
+    /// `thresholds`, or `slo` (judged by error budget burn rate).
+    pub judge: Option<&'static str>,
     pub from: Option<Color>,
     pub started: Option<String>,
     pub ends_at: Option<String>,

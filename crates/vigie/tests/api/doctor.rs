@@ -303,6 +303,7 @@ impl FakeGrafana {
                 "vigie-logs",
                 "vigie-stack",
                 "vigie-traces",
+                "vigie-slo",
             ],
             tempo: Some(tempo.to_owned()),
         }
@@ -1227,7 +1228,7 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
     );
     let line = run.line("grafana dashboards");
     assert!(
-        line.contains("3/5 in folder vigie; missing: vigie-logs, vigie-traces"),
+        line.contains("3/6 in folder vigie; missing: vigie-logs, vigie-traces, vigie-slo"),
         "{line}"
     );
     assert!(line.contains("provisioning"), "{line}");

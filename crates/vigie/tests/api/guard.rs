@@ -69,6 +69,13 @@ impl GuardStack {
     }
 }
 
+/// A file of the repository.
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
 /// Clients sending `GET /api/info` without pause until dropped.
 struct Traffic {
     stop: Arc<AtomicBool>,
@@ -364,6 +371,59 @@ async fn a_redeployed_green_is_judged_on_its_own_requests_and_wait_exits_0_when_
             .filter(|c| c["result"] == "ok")
             .all(|c| c["window_seconds"].as_u64() <= c["instance_age_seconds"].as_u64()),
         "no window reaches back before the instance's start: {checks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_slo_a_green_within_the_thresholds_but_burning_the_budget_is_rolled_back() {
+    // 3% errors: under the 5% error-ratio threshold, but 30 times the
+    // availability objective's 0.1% budget, over the 14.4x that pages.
+    let slo_file = repo_file("stack/slo.yaml");
+    let stack = GuardStack::start(
+        "guard-slo",
+        &["--fault-error-rate", "0.03"],
+        &["--slo-file", slo_file.to_str().expect("utf-8")],
+    )
+    .await;
+    let router = &stack.router;
+    let settings = &router.router_status().await["guard"]["settings"];
+    assert_eq!(settings["slo_objectives"], json!(["availability 99.9%", "latency 99%"]));
+    let _traffic = Traffic::start(router.url("/api/info"), 4);
+
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        router.cli(
+            &["switch", "green", "--guard", "40s", "--guard-slo", "--wait"],
+            Some(ADMIN_TOKEN),
+        )
+    });
+    assert_eq!(code, 3, "rolled back exits 3; stdout: {stdout} stderr: {stderr}");
+    assert!(
+        stdout.contains("rolled_back: guard_slo_burn_rate: availability burn rate"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(">= 14.4x, the rate that pages"), "{stdout}");
+    assert!(
+        stdout.contains("; availability burn rate "),
+        "the figures per objective: {stdout}"
+    );
+    let status = router.router_status().await;
+    let guard = &status["guard"];
+    assert_eq!(
+        (&guard["judge"], &status["active"]),
+        (&json!("slo"), &json!("blue")),
+        "{guard}"
+    );
+    let burn = guard["last"]["slo"][0]["burn_rate"].as_f64().expect("a burn rate");
+    assert!(burn >= 14.4, "{guard}");
+    let error_ratio = guard["last"]["error_ratio"].as_f64().expect("an error ratio");
+    assert!(error_ratio < 0.05, "within the threshold the plain guard uses: {guard}");
+    assert_eq!(
+        metric(
+            &router.metrics_text().await,
+            "vigie_router_guard_rollbacks_total",
+            r#"reason="guard_slo_burn_rate""#
+        ),
+        1.0
     );
 }
 
@@ -690,6 +750,9 @@ async fn bad_guard_requests_get_400() {
         json!({ "to": "green", "force": "yes" }),
         // Shorter than the check interval (10s by default): never checked.
         json!({ "to": "green", "guard": "5s" }),
+        // By burn rate: only guarded, and only with an SLO file.
+        json!({ "to": "green", "slo": true }),
+        json!({ "to": "green", "guard": "1m", "slo": true }),
     ] {
         let (status, answer) = post_switch(&router, body.clone()).await;
         assert_eq!(
@@ -716,9 +779,15 @@ async fn bad_guard_requests_get_400() {
     }
     let unknown = router.admin_get("/guard?switch=7&wait=1s").await;
     assert_eq!(unknown["running"], false, "no guard to wait for: answered at once");
+    let (_, answer) = post_switch(&router, json!({ "to": "green", "guard": "1m", "slo": true })).await;
+    assert!(
+        answer["message"].as_str().is_some_and(|m| m.contains("no SLO file")),
+        "{answer}"
+    );
     for args in [
         &["switch", "green", "--guard", "soon"][..],
         &["switch", "green", "--wait"],
+        &["switch", "green", "--guard-slo"],
         &["switch", "purple", "--guard", "1m"],
     ] {
         let output = std::process::Command::new(crate::helpers::vigie_bin())
@@ -734,6 +803,7 @@ async fn bad_guard_requests_get_400() {
         ("--guard-min-requests", "0"),
         ("--guard-interval", "0s"),
         ("--guard-on-prometheus-error", "ignore"),
+        ("--slo-file", "/nonexistent/slo.yaml"),
     ] {
         let output = std::process::Command::new(crate::helpers::vigie_bin())
             .args(["router", flag, value])

@@ -265,3 +265,61 @@ fn every_pinned_upstream_image_is_in_the_versions_table() {
         );
     }
 }
+
+#[test]
+fn the_slo_rules_are_the_ones_the_slo_file_renders_to() {
+    let slos = vigie_slo::Slos::load(&repo().join("stack/slo.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let rendered = vigie_slo::render(&slos, "stack/slo.yaml");
+    let committed =
+        std::fs::read_to_string(repo().join("stack/prometheus/rules/slo.yml")).expect("stack/prometheus/rules/slo.yml");
+    assert!(
+        rendered == committed,
+        "stack/prometheus/rules/slo.yml is stale: run `cargo run -- slo stack/slo.yaml --output stack/prometheus/rules/slo.yml`"
+    );
+}
+
+#[test]
+fn vigie_slo_checks_a_rule_file_and_refuses_a_bad_slo_file() {
+    let dir = std::env::temp_dir().join(format!("vigie-slo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let slo = |args: &[&str]| {
+        let output = std::process::Command::new(crate::helpers::vigie_bin())
+            .args(["slo"])
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .expect("run vigie slo");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = slo(&["--output", "stack/prometheus/rules/slo.yml", "--check"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stale = dir.join("slo.yml");
+    std::fs::write(&stale, "groups: []\n").expect("write");
+    let (code, _, stderr) = slo(&["--output", stale.to_str().expect("utf-8"), "--check"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is stale: run `vigie slo"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&stale).expect("read"),
+        "groups: []\n",
+        "--check changes nothing"
+    );
+    let (code, _, _) = slo(&["--output", stale.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0));
+    assert!(std::fs::read_to_string(&stale)
+        .expect("read")
+        .contains("VigieSLOAvailabilityFastBurn"));
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "service: s\nperiod: 28d\nselector: 'job=\"b\"'\nobjectives:\n  - {name: lat, kind: latency, objective_percent: 99, threshold: 300ms}\n")
+        .expect("write");
+    let (code, stdout, stderr) = slo(&[bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a histogram bucket bound") && stdout.is_empty(),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

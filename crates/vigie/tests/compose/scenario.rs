@@ -9,7 +9,7 @@ use crate::stack::{eventually, Stack, Written, COMMAND_DEADLINE};
 
 type Step = fn(&mut Stack) -> Result<(), String>;
 
-pub const STEPS: [(&str, Step); 10] = [
+pub const STEPS: [(&str, Step); 11] = [
     (
         "every_service_is_healthy_and_published_on_loopback_only",
         every_service_is_healthy_and_published_on_loopback_only,
@@ -46,6 +46,10 @@ pub const STEPS: [(&str, Step); 10] = [
     (
         "a_release_passes_its_guard_and_a_broken_one_is_rolled_back",
         a_release_passes_its_guard_and_a_broken_one_is_rolled_back,
+    ),
+    (
+        "errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager",
+        errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager,
     ),
 ];
 
@@ -605,8 +609,13 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         return Err(format!("deploying the broken blue: {}", deployed.text()));
     }
     wait_for_version(stack, "blue", "0.1.0")?;
-    let switched = stack.vigie("router", &["switch", "blue", "--guard", "40s", "--wait"])?;
-    if switched.code != Some(3) || !switched.stdout.contains("guard verdict on blue (0.1.0): rolled_back") {
+    // Judged by error budget burn rate: the router reads the SLO file compose mounts.
+    let switched = stack.vigie("router", &["switch", "blue", "--guard", "40s", "--guard-slo", "--wait"])?;
+    if switched.code != Some(3)
+        || !switched
+            .stdout
+            .contains("guard verdict on blue (0.1.0): rolled_back: guard_slo_burn_rate")
+    {
         return Err(format!(
             "the broken release's guarded switch (exit 3 expected): {}",
             switched.text()
@@ -659,6 +668,62 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
     println!(
         "compose: {} writes acknowledged during the release and the rollback, all readable on {IMAGE} and {NEXT_IMAGE}",
         acknowledged.len()
+    );
+    Ok(())
+}
+
+/// The SLO rules under the stack's Prometheus: errors injected on the
+/// active color raise its burn rate, and the fast-burn page reaches
+/// Alertmanager, labelled with the color.
+fn errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager(stack: &mut Stack) -> Result<(), String> {
+    if serving_color(stack)? != "green" {
+        return Err("the SLO step starts from green active (the release's)".to_owned());
+    }
+    let failing = [
+        ("VIGIE_GREEN_IMAGE", NEXT_IMAGE),
+        ("VIGIE_GREEN_FAULT_ERROR_RATE", "0.5"),
+    ];
+    let deployed = deploy(stack, "backend-green", &failing)?;
+    if !deployed.success {
+        return Err(format!("injecting errors on green: {}", deployed.text()));
+    }
+    let started = Instant::now();
+    let burn = r#"slo:burn_rate:ratio_rate5m{slo="availability", color="green"}"#;
+    eventually("green's 5m burn rate over 14.4", Duration::from_secs(180), || {
+        let found = series(stack, &format!("{burn} > 14.4"))?;
+        if found.is_empty() {
+            Err(format!("{burn}: {:?}", series(stack, burn)?))
+        } else {
+            Ok(())
+        }
+    })?;
+    let alerts = eventually("the fast-burn page in Alertmanager", Duration::from_secs(180), || {
+        let answer = stack.get("http://127.0.0.1:9093/api/v2/alerts?active=true")?;
+        let alerts = answer.json()?;
+        let paged = alerts.as_array().into_iter().flatten().any(|a| {
+            let l = &a["labels"];
+            l["alertname"] == "VigieSLOAvailabilityFastBurn"
+                && l["color"] == "green"
+                && l["slo_alert"] == "page"
+                && l["severity"] == "critical"
+                && a["annotations"]["runbook_url"] == "docs/runbook.md#slo-fast-burn"
+        });
+        if paged {
+            Ok(alerts)
+        } else {
+            Err(answer.body)
+        }
+    })?;
+    let names: Vec<&str> = alerts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["labels"]["alertname"].as_str())
+        .collect();
+    println!(
+        "compose: green at 50% errors paged VigieSLOAvailabilityFastBurn in {:.0}s (firing: {})",
+        started.elapsed().as_secs_f64(),
+        names.join(", ")
     );
     Ok(())
 }
