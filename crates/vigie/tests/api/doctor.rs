@@ -639,7 +639,7 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
     );
     assert!(
         run.line("grafana dashboards")
-            .ends_with("5/5 provisioned in folder vigie"),
+            .ends_with("6/6 provisioned in folder vigie"),
         "{}",
         run.stdout
     );
