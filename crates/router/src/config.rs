@@ -100,6 +100,10 @@ pub struct Config {
     /// (The variable takes true/false, 1/0, yes/no, on/off.)
     #[arg(long, env = "VIGIE_NO_STANDBY_TARGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_standby_target: bool,
+    /// The backends' metrics path, written into the targets file for
+    /// Prometheus (`__metrics_path__`) when it is not /metrics.
+    #[arg(long, env = "VIGIE_METRICS_PATH", default_value = crate::targets::DEFAULT_METRICS_PATH, value_parser = parse_path)]
+    pub metrics_path: String,
     /// Longest TCP connect to a backend (then 502).
     #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,

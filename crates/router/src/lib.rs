@@ -162,7 +162,11 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         Arc::clone(&routing),
         metrics.clone(),
         state_file,
-        TargetsFile::new(config.targets_file.clone(), !config.no_standby_target),
+        TargetsFile::new(
+            config.targets_file.clone(),
+            !config.no_standby_target,
+            config.metrics_path.clone(),
+        ),
         health_check.clone(),
         config.deploy_timeout,
         config.drain_timeout,

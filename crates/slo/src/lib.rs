@@ -10,7 +10,7 @@
 mod rules;
 mod spec;
 
-pub use rules::{render, WINDOWS};
+pub use rules::{le_matcher, render, WINDOWS};
 pub use spec::{Kind, Objective, Slos, SpecError};
 
 /// The burn rate that pages (SRE workbook: 2% of a 30-day budget in one

@@ -48,6 +48,18 @@ fn number(value: f64) -> String {
     text.to_owned()
 }
 
+/// The label matcher of the bucket bound `seconds`: `le="0.25"`, and for a
+/// whole number of seconds `le=~"1(\\.0)?"`, since exporters write `1` or
+/// `1.0` and Prometheus 3 normalises one way, Prometheus 2 keeps both.
+pub fn le_matcher(seconds: f64) -> String {
+    let text = number(seconds);
+    if text.contains('.') {
+        format!("le=\"{text}\"")
+    } else {
+        format!("le=~\"{text}(\\\\.0)?\"")
+    }
+}
+
 /// The SLI error ratio of `objective` over `window`, `by (color)` or overall.
 fn sli_error(slos: &Slos, objective: &Objective, window: &str, by_color: bool) -> String {
     let sum = if by_color { "sum by (color)" } else { "sum" };
@@ -60,11 +72,14 @@ fn sli_error(slos: &Slos, objective: &Objective, window: &str, by_color: bool) -
              {sum} (rate(http_requests_total{{{selector}}}[{window}])) * 0\n)\n/\n\
              {sum} (rate(http_requests_total{{{selector}}}[{window}]))"
         ),
+        // All requests from the +Inf bucket rather than `_count`: the
+        // OpenTelemetry convention's count becomes http_requests_total at
+        // scrape time (stack/prometheus/prometheus.yml).
         Kind::Latency => {
-            let le = number(objective.threshold.map_or(0.0, |t| t.as_secs_f64()));
+            let le = le_matcher(objective.threshold.map_or(0.0, |t| t.as_secs_f64()));
             format!(
-                "1 - (\n  {sum} (rate(http_request_duration_seconds_bucket{{{selector}, le=\"{le}\"}}[{window}]))\n  /\n  \
-                 {sum} (rate(http_request_duration_seconds_count{{{selector}}}[{window}]))\n)"
+                "1 - (\n  {sum} (rate(http_request_duration_seconds_bucket{{{selector}, {le}}}[{window}]))\n  /\n  \
+                 {sum} (rate(http_request_duration_seconds_bucket{{{selector}, le=\"+Inf\"}}[{window}]))\n)"
             )
         }
     }
@@ -110,7 +125,10 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
     let budget = number(objective.budget());
     let days = slos.period_days();
     let labels = format!("service: {service}\n          slo: {name}");
-    let _ = writeln!(out, "  - name: slo.{name}.sli");
+    // One group per objective: a group's rules run in order at each
+    // evaluation, so burn rates and alerts read the ratios of the same
+    // evaluation, never one interval late (groups run independently).
+    let _ = writeln!(out, "  - name: slo.{name}");
     let _ = writeln!(out, "    rules:");
     let _ = writeln!(
         out,
@@ -137,8 +155,6 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
         }
     }
 
-    let _ = writeln!(out, "  - name: slo.{name}.budget");
-    let _ = writeln!(out, "    rules:");
     for (record, value) in [
         ("slo:objective:ratio", number(objective.ratio())),
         ("slo:error_budget:ratio", budget.clone()),
@@ -186,8 +202,6 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
         &format!("1 - slo:period_burn_rate:ratio{only}"),
     );
 
-    let _ = writeln!(out, "  - name: slo.{name}.alerts");
-    let _ = writeln!(out, "    rules:");
     let title = objective.title();
     let per_color = format!("{{slo=\"{name}\", color!=\"all\"}}");
     for alert in &ALERTS {
@@ -229,6 +243,12 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_second_bounds_match_both_spellings() {
+        assert_eq!(le_matcher(0.25), r#"le="0.25""#);
+        assert_eq!(le_matcher(1.0), r#"le=~"1(\\.0)?""#);
+    }
 
     #[test]
     fn numbers_are_written_without_float_noise() {

@@ -112,15 +112,17 @@ impl Selector {
     /// Requests within `threshold` (a bucket bound) and all requests, for a latency SLI.
     pub fn latency_queries(&self, window: Duration, threshold: Duration) -> [String; 2] {
         let w = format!("{}s", window.as_secs());
-        let le = format!("{}", threshold.as_secs_f64());
+        let le = vigie_slo::le_matcher(threshold.as_secs_f64());
         [
             format!(
                 "sum(increase(http_request_duration_seconds_bucket{}[{w}]))",
-                self.matchers(&format!(r#",le="{le}""#))
+                self.matchers(&format!(",{le}"))
             ),
+            // The +Inf bucket, not `_count`: every convention has it once
+            // normalised (stack/prometheus/prometheus.yml).
             format!(
-                "sum(increase(http_request_duration_seconds_count{}[{w}]))",
-                self.matchers("")
+                "sum(increase(http_request_duration_seconds_bucket{}[{w}]))",
+                self.matchers(r#",le="+Inf""#)
             ),
         ]
     }

@@ -5,6 +5,7 @@ mod backend;
 mod doctor;
 mod guard;
 mod helpers;
+mod lab;
 mod limits;
 mod otlp;
 mod prometheus;
