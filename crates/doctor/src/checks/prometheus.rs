@@ -20,11 +20,90 @@ pub async fn targets(stack: &Stack) -> Outcome {
             let (absent, present): (Vec<Target>, Vec<Target>) = targets
                 .into_iter()
                 .partition(|t| is_absent(t, |job| stack.args.is_optional(job)));
-            let outcome = summarize_targets(&present, &stack.urls.prometheus);
+            let mut outcome = summarize_targets(&present, &stack.urls.prometheus);
+            let backend_up = present.iter().any(|t| t.job() == "backend" && t.health == "up");
+            if outcome.status == crate::check::Status::Ok && backend_up {
+                outcome = match missing_backend_families(stack).await {
+                    Ok(missing) if missing.is_empty() => outcome,
+                    Ok(missing) => backend_families_missing(&outcome.detail, &missing),
+                    Err(failure) => failure.into(),
+                };
+            }
             with_absent(outcome, &absent)
         }
         Err(failure) => failure.into(),
     }
+}
+
+/// What the dashboards, alert and SLO rules and the guard read of the
+/// backend, after the scrape-time renaming of stack/prometheus/prometheus.yml:
+/// (family as stored, what each convention exposes for it).
+const BACKEND_FAMILIES: [(&str, &str); 3] = [
+    (
+        "http_requests_total",
+        "a request counter labelled method, route and status: vigie's; prom-client's http_requests_total \
+         with status_code; or OpenTelemetry's http_server_request_duration_seconds_count",
+    ),
+    (
+        "http_request_duration_seconds_bucket",
+        "a latency histogram in seconds: vigie's or prom-client's http_request_duration_seconds, or \
+         OpenTelemetry's http_server_request_duration_seconds",
+    ),
+    (
+        "process_start_time_seconds",
+        "the standard process metric (prom-client's collectDefaultMetrics, an OpenTelemetry process \
+         instrumentation): the guard judges an instance from its start",
+    ),
+];
+
+/// The backend families (and labels) Prometheus does not have.
+async fn missing_backend_families(stack: &Stack) -> Result<Vec<String>, crate::check::Failure> {
+    let names = BACKEND_FAMILIES.map(|(name, _)| name).join("|");
+    let present = stack
+        .prometheus_query_labels(
+            &format!(r#"count by (__name__) ({{job="backend",__name__=~"{names}"}})"#),
+            "__name__",
+        )
+        .await?;
+    let mut missing: Vec<String> = BACKEND_FAMILIES
+        .iter()
+        .filter(|(name, _)| !present.iter().any(|p| p == name))
+        .map(|(name, convention)| format!("{name} ({convention})"))
+        .collect();
+    if present.iter().any(|p| p == "http_requests_total") {
+        for (label, conventions) in [
+            (
+                "status",
+                "status, prom-client's status_code or OpenTelemetry's http_response_status_code",
+            ),
+            (
+                "route",
+                "route, or OpenTelemetry's http_route: the route template, never the raw path",
+            ),
+        ] {
+            let unlabelled = stack
+                .prometheus_query_labels(
+                    &format!(r#"count({{job="backend",__name__="http_requests_total",{label}=""}})"#),
+                    "",
+                )
+                .await?;
+            if !unlabelled.is_empty() {
+                missing.push(format!("the {label} label of http_requests_total ({conventions})"));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The backend answers scrapes but lacks what the stack reads.
+fn backend_families_missing(detail: &str, missing: &[String]) -> Outcome {
+    Outcome::fail(format!("{detail}; the backend's metrics lack {}", missing.join("; ")))
+        .hint(
+            "dashboards, alerts, SLOs and the guard would be empty for it: expose vigie's, prom-client's or \
+             OpenTelemetry's HTTP metrics (docs/stack.md, \"Watch your own service\"); what it does expose: \
+             curl the backend's metrics path",
+        )
+        .data(json!({ "missing": missing }))
 }
 
 /// A down target of an `--optional` service that is not running: its name

@@ -963,6 +963,67 @@ async fn doctor_names_a_down_target_and_its_scrape_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_the_metric_families_a_backend_lacks() {
+    let dir = TempDir::new("doctor-families");
+    // A service with prom-client's request counter and nothing else.
+    let backend = serve(Router::new().route(
+        "/metrics",
+        get(|| async {
+            "# TYPE http_requests_total counter\nhttp_requests_total{method=\"GET\",route=\"/api/x\",status_code=\"200\"} 5\n"
+        }),
+    ))
+    .await;
+    let config = copy_stack_config(&dir.join("prometheus"));
+    let instance = backend.trim_start_matches("http://");
+    let targets = json!([{"targets": [instance], "labels": {"color": "blue", "role": "active"}}]);
+    std::fs::write(config.join("targets/backend.json"), targets.to_string()).expect("targets");
+    let prometheus = Prometheus::start(&config).await;
+    crate::helpers::eventually(SEEN_WITHIN, "the backend scraped", || async {
+        let up = prometheus.query(r#"up{job="backend"} == 1"#).await;
+        let stored = prometheus
+            .query(r#"http_requests_total{job="backend",status="200"}"#)
+            .await;
+        (!up.is_empty() && !stored.is_empty()).then_some(())
+    })
+    .await;
+    let args = strings(&[
+        "--prometheus",
+        &prometheus.url(""),
+        "--skip",
+        "router,loki,tempo,grafana,alertmanager",
+        "--json",
+    ]);
+    let run = doctor(&args, &[]).await;
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let targets = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == "prometheus-targets")
+        .expect("the targets check")
+        .clone();
+    assert_eq!(targets["status"], "fail", "{targets:#}");
+    let detail = targets["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("the backend's metrics lack http_request_duration_seconds_bucket (a latency histogram")
+            && detail.contains("OpenTelemetry's http_server_request_duration_seconds")
+            && detail.contains("process_start_time_seconds (the standard process metric"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("http_requests_total ("),
+        "the counter is there (status_code renamed): {detail}"
+    );
+    assert!(
+        targets["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("Watch your own service")),
+        "{targets:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
     let refused = [dead_url(), dead_url(), dead_url(), dead_url(), dead_url()];
     let silent = silent_server().await;
