@@ -55,6 +55,9 @@ pub struct StandIn {
 
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(1800);
 
+/// lab-service (crates/lab), a backend that is not vigie's, as an image.
+pub const LAB_IMAGE: &str = "vigie-lab:compose";
+
 /// The image compose.yaml builds from the checkout (both colors' default).
 pub const IMAGE: &str = "vigie:0.1.0";
 /// A second release of the same code, as a deploy would bring: built with
@@ -89,12 +92,85 @@ pub fn build_vigie(compose: &Compose, prebuilt: Option<&str>) -> Result<(), Stri
     Ok(())
 }
 
+/// Builds [`LAB_IMAGE`]: from a static lab-service compiled here and
+/// imported with the files of image/ (`prebuilt`), else with
+/// crates/lab/Dockerfile.
+pub fn build_lab(root: &Path, prebuilt: Option<&str>) -> Result<(), String> {
+    let Some(rust_target) = prebuilt else {
+        return docker::docker(
+            root,
+            &["build", "-f", "crates/lab/Dockerfile", "-t", LAB_IMAGE, "."],
+            BUILD_DEADLINE,
+        )
+        .map(drop);
+    };
+    let built = compile_static_package(root, rust_target, "lab-service", "")?;
+    let work = std::env::temp_dir().join(format!("vigie-lab-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let result = (|| {
+        let bin = work.join("usr/local/bin");
+        mkdir(&bin)?;
+        mkdir(&work.join("etc"))?;
+        copy(&built, &bin.join("lab-service"))?;
+        for file in ["passwd", "group"] {
+            copy(&root.join("image/etc").join(file), &work.join("etc").join(file))?;
+        }
+        let tar = std::env::temp_dir().join(format!("vigie-lab-image-{}.tar", std::process::id()));
+        let tar_path = tar.display().to_string();
+        command_ok(
+            root,
+            "tar",
+            &[
+                "-cf",
+                &tar_path,
+                "--numeric-owner",
+                "--owner=0",
+                "--group=0",
+                "-C",
+                &work.display().to_string(),
+                ".",
+            ],
+            &[],
+            Duration::from_secs(120),
+        )?;
+        let imported = docker::docker(
+            root,
+            &[
+                "import",
+                "--change",
+                r#"ENTRYPOINT ["/usr/local/bin/lab-service"]"#,
+                "--change",
+                r#"CMD ["serve"]"#,
+                "--change",
+                "USER 65532:65532",
+                &tar_path,
+                LAB_IMAGE,
+            ],
+            Duration::from_secs(300),
+        );
+        let _ = std::fs::remove_file(&tar);
+        imported.map(drop)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
 /// `cargo build --release` of the `vigie` binary for `rust_target`,
 /// statically linked (`+crt-static`: glibc's static libraries are part of
 /// every Linux Rust toolchain's C setup, musl's are not installed here),
 /// reporting `version` (empty: the crate version). A change of version
 /// recompiles only the workspace's crates, not their dependencies.
 fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), String> {
+    let built = compile_static_package(root, rust_target, "vigie", version)?;
+    let dest = root.join("target/image/vigie");
+    std::fs::create_dir_all(root.join("target/image")).map_err(|e| e.to_string())?;
+    std::fs::copy(&built, &dest).map_err(|e| format!("copy {} to {}: {e}", built.display(), dest.display()))?;
+    Ok(())
+}
+
+/// The static release binary of `package` (named as the package) for
+/// `rust_target`, reporting `version`: its path.
+fn compile_static_package(root: &Path, rust_target: &str, package: &str, version: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // A target directory of its own: the outer `cargo test` may hold the
     // lock of the usual one, and these flags would rebuild it anyway.
@@ -104,7 +180,7 @@ fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), S
         rust_target.to_uppercase().replace('-', "_")
     );
     eprintln!(
-        "compose: compiling a static vigie {} for {rust_target} (cargo build --release; minutes the first time)",
+        "compose: compiling a static {package} {} for {rust_target} (cargo build --release; minutes the first time)",
         if version.is_empty() { "(crate version)" } else { version }
     );
     command_ok(
@@ -115,7 +191,7 @@ fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), S
             "--release",
             "--locked",
             "-p",
-            "vigie",
+            package,
             "--target",
             rust_target,
             "--target-dir",
@@ -127,7 +203,7 @@ fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), S
         ],
         BUILD_DEADLINE,
     )?;
-    let built = target_dir.join(rust_target).join("release/vigie");
+    let built = target_dir.join(rust_target).join("release").join(package);
     // The image is `scratch`: a dynamically linked binary would not start
     // there (e.g. when RUSTFLAGS, which cargo prefers, dropped +crt-static).
     if has_interpreter(&built)? {
@@ -137,10 +213,7 @@ fn compile_static(root: &Path, rust_target: &str, version: &str) -> Result<(), S
             built.display()
         ));
     }
-    let dest = root.join("target/image/vigie");
-    std::fs::create_dir_all(root.join("target/image")).map_err(|e| e.to_string())?;
-    std::fs::copy(&built, &dest).map_err(|e| format!("copy {} to {}: {e}", built.display(), dest.display()))?;
-    Ok(())
+    Ok(built)
 }
 
 /// Whether an ELF64 executable names a program interpreter (PT_INTERP):

@@ -4,12 +4,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::images::{IMAGE, NEXT_IMAGE, NEXT_VERSION};
+use crate::images::{IMAGE, LAB_IMAGE, NEXT_IMAGE, NEXT_VERSION};
 use crate::stack::{eventually, Stack, Written, COMMAND_DEADLINE};
 
 type Step = fn(&mut Stack) -> Result<(), String>;
 
-pub const STEPS: [(&str, Step); 11] = [
+pub const STEPS: [(&str, Step); 12] = [
     (
         "every_service_is_healthy_and_published_on_loopback_only",
         every_service_is_healthy_and_published_on_loopback_only,
@@ -50,6 +50,10 @@ pub const STEPS: [(&str, Step); 11] = [
     (
         "errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager",
         errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager,
+    ),
+    (
+        "a_service_that_is_not_vigie_runs_as_blue_and_green",
+        a_service_that_is_not_vigie_runs_as_blue_and_green,
     ),
 ];
 
@@ -726,4 +730,117 @@ fn errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager(stac
         names.join(", ")
     );
     Ok(())
+}
+
+/// lab-service (prom-client names, pino lines, not vigie's code) as both
+/// colors, set by the variables of docs/stack.md "Watch your own service":
+/// the doctor finds what the stack reads, a switch moves traffic and
+/// Prometheus' target, a guarded switch passes on a healthy color and
+/// rolls back a faulty one.
+fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Result<(), String> {
+    let lab = |fault: &'static str| {
+        vec![
+            ("VIGIE_BLUE_IMAGE", LAB_IMAGE),
+            ("VIGIE_GREEN_IMAGE", LAB_IMAGE),
+            ("VIGIE_BLUE_COMMAND", "serve"),
+            ("VIGIE_GREEN_COMMAND", "serve"),
+            ("VIGIE_BACKEND_HEALTHCHECK", "/usr/local/bin/lab-service"),
+            ("VIGIE_GREEN_FAULT_ERROR_RATE", fault),
+        ]
+    };
+    let deployed = stack.compose.run(
+        &["up", "-d", "--no-deps", "--wait", "backend-blue", "backend-green"],
+        &lab("0"),
+        Duration::from_secs(120),
+    )?;
+    if !deployed.success {
+        return Err(format!("deploying lab-service as both colors: {}", deployed.text()));
+    }
+    let items = eventually(
+        "lab-service answers through the router",
+        Duration::from_secs(30),
+        || {
+            let answer = stack.get(&format!("{APP}/api/items"))?;
+            if answer.status == 200 && answer.json()?.is_array() {
+                Ok(answer.body)
+            } else {
+                Err(format!("{} {}", answer.status, answer.body))
+            }
+        },
+    )?;
+    println!("compose: lab-service through the router: GET /api/items -> {items}");
+    let optional = stack.optional();
+    let mut args = vec!["doctor", "--compose", "--wait", "60s"];
+    if !optional.is_empty() {
+        args.extend(["--optional", optional.as_str()]);
+    }
+    let doctor = eventually("the doctor passes with lab-service", Duration::from_secs(60), || {
+        let output = stack.vigie("router", &args)?;
+        if output.success {
+            Ok(output.text())
+        } else {
+            Err(output.text())
+        }
+    })?;
+    println!("{doctor}");
+
+    let active = serving_color_of(stack)?;
+    let other = if active == "green" { "blue" } else { "green" };
+    let switched = stack.vigie("router", &["switch", other, "--guard", "30s", "--wait"])?;
+    if switched.code != Some(0)
+        || !switched
+            .stdout
+            .contains(&format!("guard verdict on {other} (unknown): passed"))
+    {
+        return Err(format!("lab-service's guarded switch to {other}: {}", switched.text()));
+    }
+    eventually(
+        &format!("Prometheus labels {other} active"),
+        PROMETHEUS_SEES_SWITCH,
+        || {
+            active_target(stack).and_then(|t| {
+                if t == format!("backend-{other}:3000") {
+                    Ok(t)
+                } else {
+                    Err(t)
+                }
+            })
+        },
+    )?;
+    println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
+
+    // A faulty lab-service on green, then a guarded switch to it.
+    if other == "green" {
+        let back = stack.vigie("router", &["switch", "blue"])?;
+        if !back.success {
+            return Err(format!("switch back to blue: {}", back.text()));
+        }
+    }
+    let deployed = stack.compose.run(
+        &["up", "-d", "--no-deps", "--wait", "backend-green"],
+        &lab("0.5"),
+        Duration::from_secs(120),
+    )?;
+    if !deployed.success {
+        return Err(format!("deploying a faulty lab-service to green: {}", deployed.text()));
+    }
+    let switched = stack.vigie("router", &["switch", "green", "--guard", "40s", "--wait"])?;
+    if switched.code != Some(3) || !switched.stdout.contains("rolled_back: guard_error_ratio") {
+        return Err(format!(
+            "the faulty lab-service's guarded switch (exit 3 expected): {}",
+            switched.text()
+        ));
+    }
+    println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
+    if serving_color_of(stack)? != "blue" {
+        return Err("after the rollback lab-service's blue does not serve".to_owned());
+    }
+    Ok(())
+}
+
+/// The active color, as `vigie status --json` reports it.
+fn serving_color_of(stack: &Stack) -> Result<String, String> {
+    let status = stack.vigie("router", &["status", "--json"])?;
+    let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
+    body["active"].as_str().map(str::to_owned).ok_or_else(|| status.text())
 }

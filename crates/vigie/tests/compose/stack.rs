@@ -146,6 +146,7 @@ impl Stack {
             _ => images::prebuilt_target(&engine_arch),
         };
         images::build_vigie(&compose, prebuilt)?;
+        images::build_lab(&root, prebuilt)?;
 
         let config = resolve_config(&compose)?;
         let (services, left_out) = runnable(&root, &config);
