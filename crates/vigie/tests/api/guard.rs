@@ -592,19 +592,16 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
     let green = Proc::backend("green", &db, &[]);
     // No Prometheus at all; with `keep`, the guard runs and reports its failed checks.
     let prometheus_url = dead_url();
-    let mut router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &[
-            "--prometheus-url",
-            &prometheus_url,
-            "--guard-on-prometheus-error",
-            "keep",
-            "--guard-interval",
-            "1s",
-        ],
-    );
+    let flags = [
+        "--prometheus-url",
+        &prometheus_url,
+        "--guard-on-prometheus-error",
+        "keep",
+        "--guard-interval",
+        "1s",
+    ];
+    let start_router = || Proc::router(&blue.url(""), &green.url(""), dir.path(), &flags);
+    let mut router = start_router();
     let (status, body) = post_switch(&router, json!({ "to": "green", "guard": "10m" })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["precheck"]["result"], "prometheus_error", "{body}");
@@ -653,19 +650,7 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
         "the running guard is saved: {saved}"
     );
 
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &[
-            "--prometheus-url",
-            &prometheus_url,
-            "--guard-on-prometheus-error",
-            "keep",
-            "--guard-interval",
-            "1s",
-        ],
-    );
+    let router = start_router();
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["switch"], &guard["color"]),

@@ -171,20 +171,23 @@ async fn prometheus_stores_prom_client_and_opentelemetry_names_as_vigies() {
     ]);
     std::fs::write(config.join("targets/backend.json"), targets.to_string()).expect("targets");
     let prometheus = Prometheus::start(&config).await;
-    let blue = eventually(Duration::from_secs(30), "lab-service's requests, renamed", || async {
-        let found = prometheus
-            .query(r#"http_requests_total{job="backend",color="blue",method="GET",route="/api/items",status="200"}"#)
-            .await;
-        (!found.is_empty()).then_some(found)
-    })
+    let stored = |what: &'static str, promql: &'static str| {
+        let prometheus = &prometheus;
+        eventually(Duration::from_secs(30), what, move || async move {
+            let found = prometheus.query(promql).await;
+            (!found.is_empty()).then_some(found)
+        })
+    };
+    let blue = stored(
+        "lab-service's requests, renamed",
+        r#"http_requests_total{job="backend",color="blue",method="GET",route="/api/items",status="200"}"#,
+    )
     .await;
     assert!(blue[0]["metric"].get("status_code").is_none(), "{blue:?}");
-    let green = eventually(Duration::from_secs(30), "the OpenTelemetry names, renamed", || async {
-        let found = prometheus
-            .query(r#"http_requests_total{job="backend",color="green",method="GET",route="/api/things",status="200"}"#)
-            .await;
-        (!found.is_empty()).then_some(found)
-    })
+    let green = stored(
+        "the OpenTelemetry names, renamed",
+        r#"http_requests_total{job="backend",color="green",method="GET",route="/api/things",status="200"}"#,
+    )
     .await;
     assert_eq!(
         green[0]["value"][1], "10",
