@@ -44,8 +44,13 @@ pub mod exit {
 
 /// The longest one `GET /guard` long poll is held.
 const POLL: Duration = Duration::from_secs(30);
-/// Time allowed past the window's end for the last check and the verdict.
+/// Time allowed past the window's end for the last check and the verdict
+/// while the router cannot be reached.
 const VERDICT_MARGIN: Duration = Duration::from_secs(30);
+/// While the router answers that the guard still runs (its last check's
+/// queries, a rollback's readiness checks and drain), waiting goes on up
+/// to this much longer.
+const RUNNING_MARGIN: Duration = Duration::from_secs(300);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminArgs {
@@ -251,7 +256,9 @@ pub async fn switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
 
 /// `vigie switch --guard … --wait`: long-polls `GET /guard` until the
 /// verdict of the guard this switch started, across a router restart (a
-/// refused connection is retried), within the window plus a margin.
+/// refused connection is retried until the window's end plus the interval
+/// and [`VERDICT_MARGIN`]; a router that answers "still running" is waited
+/// for [`RUNNING_MARGIN`] more).
 async fn wait_for_verdict(common: &AdminArgs, guard: &Value, to: &str) -> anyhow::Result<ExitCode> {
     let Some(switch) = guard
         .get("switch")
@@ -264,6 +271,7 @@ async fn wait_for_verdict(common: &AdminArgs, guard: &Value, to: &str) -> anyhow
     let interval = guard["settings"]["interval_seconds"].as_f64().unwrap_or(0.0);
     let deadline =
         tokio::time::Instant::now() + left + Duration::try_from_secs_f64(interval).unwrap_or_default() + VERDICT_MARGIN;
+    let running_deadline = deadline + RUNNING_MARGIN;
     if !common.json {
         println!(
             "waiting for the guard's verdict (up to {} s)",
@@ -273,12 +281,15 @@ async fn wait_for_verdict(common: &AdminArgs, guard: &Value, to: &str) -> anyhow
     let mut status = guard.clone();
     let mut retrying = false;
     while status["running"] == Value::Bool(true) && status["switch"] == switch {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let limit = if retrying { deadline } else { running_deadline };
+        let remaining = limit.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
-            eprintln!(
-                "error: no verdict from the guard of switch {switch} within the window and {} s; see `vigie status`",
-                VERDICT_MARGIN.as_secs()
-            );
+            let why = if retrying {
+                "the router cannot be reached"
+            } else {
+                "the router still reports it running"
+            };
+            eprintln!("error: no verdict from the guard of switch {switch} in time ({why}); see `vigie status`");
             return Ok(ExitCode::FAILURE);
         }
         let wait = remaining.min(POLL);

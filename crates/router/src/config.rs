@@ -102,7 +102,7 @@ pub struct Config {
     pub no_standby_target: bool,
     /// The backends' metrics path, written into the targets file for
     /// Prometheus (`__metrics_path__`) when it is not /metrics.
-    #[arg(long, env = "VIGIE_METRICS_PATH", default_value = crate::targets::DEFAULT_METRICS_PATH, value_parser = parse_path)]
+    #[arg(long, env = "VIGIE_METRICS_PATH", default_value = crate::targets::DEFAULT_METRICS_PATH, value_parser = parse_metrics_path)]
     pub metrics_path: String,
     /// Longest TCP connect to a backend (then 502).
     #[arg(long, env = "VIGIE_CONNECT_TIMEOUT", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_positive_duration)]
@@ -228,6 +228,17 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// A path without a query: Prometheus escapes a `?` in `__metrics_path__`
+/// (its parameters are set apart, as `params:` of the scrape job).
+fn parse_metrics_path(text: &str) -> Result<String, String> {
+    if text.contains('?') {
+        return Err(format!(
+            "{text:?} has a query string; give the path alone (parameters go into prometheus.yml's params:)"
+        ));
+    }
+    parse_path(text)
+}
+
 fn parse_path(text: &str) -> Result<String, String> {
     if text.starts_with('/') && text.parse::<http::uri::PathAndQuery>().is_ok() {
         Ok(text.to_owned())
@@ -252,6 +263,8 @@ mod tests {
 
     #[test]
     fn health_check_paths_must_be_absolute() {
+        assert!(parse_metrics_path("/internal/metrics").is_ok());
+        assert!(parse_metrics_path("/metrics?format=prometheus").is_err());
         assert!(parse_path("/health/ready").is_ok());
         assert!(parse_path("health").is_err());
         assert!(parse_path("/a b").is_err());

@@ -140,6 +140,8 @@ pub struct Guard {
     state: Mutex<State>,
     /// Woken whenever a guard starts or ends, for [`Guard::wait_verdict`].
     changed: tokio::sync::Notify,
+    /// Set at shutdown: long polls answer at once instead of holding the drain.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A poisoned lock only means a panic elsewhere; the plain values inside stay usable.
@@ -167,6 +169,7 @@ impl Guard {
             metrics,
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -220,6 +223,15 @@ impl Guard {
         }
     }
 
+    /// The requests a check counts: the SLO file's selector when judged by
+    /// burn rate (the same requests the SLO rules count), else the API's.
+    fn requests(&self, by_slo: bool) -> &str {
+        match (&self.slos, by_slo) {
+            (Some(slos), true) => &slos.selector,
+            _ => check::DEFAULT_REQUESTS,
+        }
+    }
+
     /// A check's verdict on a reading, by burn rate or by the thresholds.
     fn judge(&self, reading: &check::Reading, by_slo: bool) -> Check {
         if by_slo {
@@ -244,7 +256,8 @@ impl Guard {
             // Registered before the look, so an end in between is not missed.
             notified.as_mut().enable();
             let status = self.status();
-            if !status.running || status.switch != Some(switch) {
+            let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            if !status.running || status.switch != Some(switch) || stopping {
                 return status;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -262,6 +275,7 @@ impl Guard {
         let selector = Selector {
             color,
             role: Some("standby"),
+            requests: self.requests(by_slo),
         };
         let seen_ready = self.switcher.routing.upstream(color).health().ready_since;
         let check = match measure(&self.api, selector, window, seen_ready, self.objectives(by_slo)).await {
@@ -395,7 +409,18 @@ impl Guard {
             return;
         }
         let routing = &self.switcher.routing;
-        let ended = if routing.switches() != record.switch || routing.active() != record.color {
+        // The guard's own switch back is saved before its verdict is: a
+        // stop in between leaves exactly one more switch, back to `from`.
+        let rolled_back = routing.switches() == record.switch + 1 && routing.active() == record.from;
+        let ended = if rolled_back {
+            Some((
+                VerdictResult::RolledBack,
+                format!(
+                    "switched back to {} before the router stopped; the check's figures were not saved",
+                    record.from
+                ),
+            ))
+        } else if routing.switches() != record.switch || routing.active() != record.color {
             Some((VerdictResult::Cancelled, "superseded by another switch".to_owned()))
         } else if now >= record.ends_at {
             Some((
@@ -430,6 +455,8 @@ impl Guard {
     /// At shutdown: stops the running guard's task and leaves its record
     /// as saved (running), for the next start to resume.
     pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
         let mut state = lock(&self.state);
         if let Some(cancel) = state.cancel.take() {
             let _ = cancel.send(true);
@@ -527,6 +554,7 @@ impl Guard {
             let selector = Selector {
                 color: job.color,
                 role: None,
+                requests: self.requests(job.by_slo),
             };
             let seen_ready = self.switcher.routing.upstream(job.color).health().ready_since;
             let measured = tokio::select! {
@@ -597,7 +625,7 @@ impl Guard {
     }
 
     /// Switches back to the color the guarded switch came from.
-    async fn roll_back(&self, job: &Job, reason: RollbackReason, check: &Check) {
+    async fn roll_back(self: &Arc<Self>, job: &Job, reason: RollbackReason, check: &Check) {
         {
             let mut state = lock(&self.state);
             if !state.is_current(job) {
@@ -662,7 +690,7 @@ impl Guard {
     }
 
     /// The end of the window without a rollback.
-    fn finish(&self, job: &Job) {
+    fn finish(self: &Arc<Self>, job: &Job) {
         let (tally_ok, checks, last) = {
             let state = lock(&self.state);
             (state.tally.ok, state.tally.checks, state.last.clone())
@@ -714,7 +742,7 @@ impl Guard {
     }
 
     /// Records the verdict of `job` if it is still the current guard.
-    fn end(&self, job: &Job, result: VerdictResult, reason: String) {
+    fn end(self: &Arc<Self>, job: &Job, result: VerdictResult, reason: String) {
         let mut state = lock(&self.state);
         if state.job.as_ref().map(|j| j.id) != Some(job.id) || (!state.running && !state.rolling_back) {
             return;
@@ -735,12 +763,13 @@ impl Guard {
         state.verdict = Some(verdict);
         self.metrics.set_guard_running(false);
         drop(state);
-        self.changed.notify_waiters();
-        // Saved beside the request path; writes are serialized and each
-        // takes the latest state, so the file ends with this verdict.
-        let switcher = Arc::clone(&self.switcher);
+        // Saved, then told to the waiting clients: a verdict a client saw
+        // is one a restart finds. Writes are serialized and each takes the
+        // latest state, so the file ends with this verdict.
+        let guard = Arc::clone(self);
         tokio::spawn(async move {
-            let _ = switcher.persist().await;
+            let _ = guard.switcher.persist().await;
+            guard.changed.notify_waiters();
         });
     }
 }

@@ -101,9 +101,14 @@ pub struct Health {
     pub error: Option<String>,
     /// The release the upstream said it runs in its last readiness answer.
     pub version: Option<String>,
-    /// When the router saw this instance become ready (after not ready, or
-    /// with a new version); `None` when it was ready from the first look.
+    /// When the router saw this instance become ready (after nothing
+    /// answered at its address, or with a new version); `None` when it was
+    /// ready from the first look.
     pub ready_since: Option<time::OffsetDateTime>,
+    /// Nothing answered the last probes (a connection error): the process
+    /// is gone, and the next one to answer is a new instance. A probe
+    /// answered not ready, or too slowly, is the same process.
+    gone: bool,
 }
 
 pub struct Upstream {
@@ -214,12 +219,17 @@ impl Upstream {
             Ok(version) => {
                 health.error = None;
                 version_changed = previous == Some(true) && health.version != version;
-                if previous == Some(false) || version_changed {
+                if health.gone || version_changed {
                     health.ready_since = Some(now);
                 }
+                health.gone = false;
                 health.version = version;
             }
-            Err(error) => health.error = Some(error),
+            Err(error) => {
+                // hyper's connect errors say "(Connect)": nothing listens.
+                health.gone |= error.contains("(Connect)");
+                health.error = Some(error);
+            }
         }
         (previous, version_changed)
     }
@@ -228,8 +238,9 @@ impl Upstream {
     /// switch's checks); a new one means a new instance.
     pub fn record_version(&self, version: Option<String>) {
         let mut health = lock(&self.health);
-        if health.version.is_some() && health.version != version {
+        if health.gone || (health.version.is_some() && health.version != version) {
             health.ready_since = Some(time::OffsetDateTime::now_utc());
+            health.gone = false;
         }
         health.version = version;
     }
@@ -270,6 +281,36 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_instance_is_one_that_replaced_a_gone_process_or_says_another_version() {
+        let upstream = Upstream::new(
+            Color::Green,
+            UpstreamUrl::parse("http://backend-green:3000").expect("url"),
+            Duration::from_secs(1),
+            TargetState::Standby,
+            Gauge::default(),
+        );
+        let ready_since = || upstream.health().ready_since;
+        upstream.record_health(Ok(Some("1.0".into())));
+        assert_eq!(ready_since(), None, "ready from the first look");
+        // Not ready, or slow: the same process flapping.
+        upstream.record_health(Err("/health/ready answered 503 Service Unavailable".into()));
+        upstream.record_health(Err("/health/ready did not answer within 1000 ms".into()));
+        upstream.record_health(Ok(Some("1.0".into())));
+        assert_eq!(ready_since(), None, "a flap is not a new instance");
+        // Nothing listening, then an answer: a new process.
+        upstream.record_health(Err(
+            "client error (Connect): tcp connect error: Connection refused".into()
+        ));
+        upstream.record_health(Ok(Some("1.0".into())));
+        let restarted = ready_since().expect("a restart is a new instance");
+        // Another version without a gap the probe saw: a new process too.
+        std::thread::sleep(Duration::from_millis(5));
+        let (_, changed) = upstream.record_health(Ok(Some("1.1".into())));
+        assert!(changed);
+        assert!(ready_since().expect("set") > restarted);
+    }
 
     #[test]
     fn accepts_only_plain_http_base_urls() {

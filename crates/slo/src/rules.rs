@@ -65,12 +65,14 @@ fn sli_error(slos: &Slos, objective: &Objective, window: &str, by_color: bool) -
     let sum = if by_color { "sum by (color)" } else { "sum" };
     let selector = slos.selector.trim();
     match objective.kind {
-        // Written (errors or requests * 0) / requests: 0, not "no data",
-        // while no request failed (a 5xx series exists only after a 5xx).
+        // Written (errors or requests * 0) / (requests > 0): 0, not "no
+        // data", while no request failed (a 5xx series exists only after a
+        // 5xx); and no sample at all, rather than NaN, without requests (a
+        // NaN would make the period's average NaN for the whole period).
         Kind::Availability => format!(
             "(\n  {sum} (rate(http_requests_total{{{selector}, status=~\"5..\"}}[{window}]))\n  or\n  \
              {sum} (rate(http_requests_total{{{selector}}}[{window}])) * 0\n)\n/\n\
-             {sum} (rate(http_requests_total{{{selector}}}[{window}]))"
+             ({sum} (rate(http_requests_total{{{selector}}}[{window}])) > 0)"
         ),
         // All requests from the +Inf bucket rather than `_count`: the
         // OpenTelemetry convention's count becomes http_requests_total at
@@ -79,7 +81,7 @@ fn sli_error(slos: &Slos, objective: &Objective, window: &str, by_color: bool) -
             let le = le_matcher(objective.threshold.map_or(0.0, |t| t.as_secs_f64()));
             format!(
                 "1 - (\n  {sum} (rate(http_request_duration_seconds_bucket{{{selector}, {le}}}[{window}]))\n  /\n  \
-                 {sum} (rate(http_request_duration_seconds_bucket{{{selector}, le=\"+Inf\"}}[{window}]))\n)"
+                 ({sum} (rate(http_request_duration_seconds_bucket{{{selector}, le=\"+Inf\"}}[{window}])) > 0)\n)"
             )
         }
     }
@@ -183,8 +185,9 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
     }
     let _ = writeln!(
         out,
-        "      # The period's share: the average of the 5m share (each 5m window\n      \
-         # weighs the same, busy or quiet, as Sloth computes it)."
+        "      # The period's share: the average of the 5m share, as Sloth computes\n      \
+         # it (each 5m window with requests weighs the same; an idle one records\n      \
+         # no share and is left out)."
     );
     record(
         out,

@@ -85,19 +85,21 @@ pub struct Thresholds {
 /// Which series a check reads: one color, and optionally one role (the
 /// standby pre-check reads only `role="standby"` series).
 #[derive(Debug, Clone, Copy)]
-pub struct Selector {
+pub struct Selector<'a> {
     pub color: Color,
     pub role: Option<&'static str>,
+    /// The matchers of the requests that count: [`DEFAULT_REQUESTS`], or
+    /// the SLO file's `selector` for a guard judged by burn rate.
+    pub requests: &'a str,
 }
 
-impl Selector {
+/// The backend job's API requests (health checks and /metrics have their own routes).
+pub const DEFAULT_REQUESTS: &str = r#"job="backend",route=~"/api/.*""#;
+
+impl Selector<'_> {
     fn matchers(&self, extra: &str) -> String {
         let role = self.role.map(|r| format!(r#",role="{r}""#)).unwrap_or_default();
-        format!(
-            r#"{{job="{}",color="{}"{role},route=~"/api/.*"{extra}}}"#,
-            defaults::GUARD_BACKEND_JOB,
-            self.color
-        )
+        format!(r#"{{{},color="{}"{role}{extra}}}"#, self.requests.trim(), self.color)
     }
 
     /// When the color's serving process started, by its own metric.
@@ -253,7 +255,7 @@ fn age_since(start_unix: f64) -> Duration {
 /// requests: `insufficient_data`, never a verdict on too few scrapes.
 pub async fn measure(
     api: &PrometheusApi,
-    selector: Selector,
+    selector: Selector<'_>,
     wanted: Duration,
     seen_ready: Option<OffsetDateTime>,
     objectives: &[Objective],
@@ -300,7 +302,7 @@ pub async fn measure(
 /// burn rate, with the period's budget left when the SLO rules are loaded.
 async fn measure_slos(
     api: &PrometheusApi,
-    selector: Selector,
+    selector: Selector<'_>,
     window: Duration,
     objectives: &[Objective],
     availability_error_ratio: Option<f64>,
@@ -612,25 +614,27 @@ mod tests {
         let [requests, errors, p95] = Selector {
             color: Color::Green,
             role: None,
+            requests: DEFAULT_REQUESTS,
         }
         .queries(Duration::from_secs(15));
         assert_eq!(
             requests,
-            r#"sum(increase(http_requests_total{job="backend",color="green",route=~"/api/.*"}[15s]))"#
+            r#"sum(increase(http_requests_total{job="backend",route=~"/api/.*",color="green"}[15s]))"#
         );
         assert_eq!(
             errors,
-            r#"sum(increase(http_requests_total{job="backend",color="green",route=~"/api/.*",status=~"5.."}[15s]))"#
+            r#"sum(increase(http_requests_total{job="backend",route=~"/api/.*",color="green",status=~"5.."}[15s]))"#
         );
         assert_eq!(
             p95,
-            r#"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{job="backend",color="green",route=~"/api/.*"}[15s])))"#
+            r#"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{job="backend",route=~"/api/.*",color="green"}[15s])))"#
         );
         let [standby, ..] = Selector {
             color: Color::Blue,
             role: Some("standby"),
+            requests: DEFAULT_REQUESTS,
         }
         .queries(Duration::from_secs(60));
-        assert!(standby.contains(r#"color="blue",role="standby","#), "{standby}");
+        assert!(standby.contains(r#"color="blue",role="standby"}"#), "{standby}");
     }
 }
