@@ -714,6 +714,26 @@ async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
     .await;
     let answer = router.admin_get("/guard?switch=4&wait=5s").await;
     assert_eq!(answer["verdict"]["result"], "interrupted", "{answer}");
+    drop(router);
+
+    // Stopped between its switch back (saved: one more switch, on blue)
+    // and its verdict: found rolled back.
+    let mut state = state;
+    state["active"] = json!("blue");
+    state["switches"] = json!(5);
+    std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
+    let router = Proc::router(
+        &blue.url(""),
+        &green.url(""),
+        dir.path(),
+        &["--prometheus-url", &dead_url()],
+    );
+    let guard = router.router_status().await["guard"].clone();
+    assert_eq!(
+        (&guard["running"], &guard["verdict"]["result"]),
+        (&json!(false), &json!("rolled_back")),
+        "{guard}"
+    );
 }
 
 #[tokio::test]
