@@ -784,6 +784,9 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
     })?;
     println!("{doctor}");
 
+    // The load generator calls vigie's API, which lab-service does not
+    // have (route "unmatched"): the guard needs lab-service's own.
+    let traffic = Reader::start("/api/items");
     let active = serving_color_of(stack)?;
     let other = if active == "green" { "blue" } else { "green" };
     let switched = stack.vigie("router", &["switch", other, "--guard", "30s", "--wait"])?;
@@ -835,7 +838,53 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
     if serving_color_of(stack)? != "blue" {
         return Err("after the rollback lab-service's blue does not serve".to_owned());
     }
+    let (ok, failed) = traffic.finish()?;
+    println!("compose: GET /api/items through the router during both guards: {ok} answered 2xx, {failed} not");
     Ok(())
+}
+
+/// `GET path` through the router every 50 ms from a thread of its own,
+/// counting the 2xx answers and the others.
+struct Reader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(u64, u64), String>>,
+}
+
+impl Reader {
+    fn start(path: &'static str) -> Reader {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let (mut ok, mut failed) = (0, 0);
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(format!("{APP}{path}")).send().await {
+                        Ok(response) if response.status().is_success() => ok += 1,
+                        _ => failed += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok((ok, failed))
+            })
+        });
+        Reader { stop, thread }
+    }
+
+    fn finish(self) -> Result<(u64, u64), String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| "the reader thread panicked".to_owned())?
+    }
 }
 
 /// The active color, as `vigie status --json` reports it.
