@@ -845,9 +845,16 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
 
 /// `GET path` through the router every 50 ms from a thread of its own,
 /// counting the 2xx answers and the others.
+/// Stopped when finished or dropped (a step that fails early).
 struct Reader {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Result<(u64, u64), String>>,
+    thread: Option<std::thread::JoinHandle<Result<(u64, u64), String>>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Reader {
@@ -876,14 +883,16 @@ impl Reader {
                 Ok((ok, failed))
             })
         });
-        Reader { stop, thread }
+        Reader {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn finish(self) -> Result<(u64, u64), String> {
+    fn finish(mut self) -> Result<(u64, u64), String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .join()
-            .map_err(|_| "the reader thread panicked".to_owned())?
+        let thread = self.thread.take().ok_or("the reader was finished already")?;
+        thread.join().map_err(|_| "the reader thread panicked".to_owned())?
     }
 }
 
