@@ -87,6 +87,31 @@ fn sli_error(slos: &Slos, objective: &Objective, window: &str, by_color: bool) -
     }
 }
 
+/// The per-second rates of bad and of all requests over 5m, `by (color)`
+/// or overall: summed over the period, they weigh each window by its
+/// traffic (an idle or nearly idle window barely counts).
+fn sli_rates(slos: &Slos, objective: &Objective, by_color: bool) -> [String; 2] {
+    let sum = if by_color { "sum by (color)" } else { "sum" };
+    let selector = slos.selector.trim();
+    match objective.kind {
+        Kind::Availability => [
+            format!(
+                "{sum} (rate(http_requests_total{{{selector}, status=~\"5..\"}}[5m]))\nor\n\
+                 {sum} (rate(http_requests_total{{{selector}}}[5m])) * 0"
+            ),
+            format!("{sum} (rate(http_requests_total{{{selector}}}[5m]))"),
+        ],
+        Kind::Latency => {
+            let le = le_matcher(objective.threshold.map_or(0.0, |t| t.as_secs_f64()));
+            let all = format!("{sum} (rate(http_request_duration_seconds_bucket{{{selector}, le=\"+Inf\"}}[5m]))");
+            [
+                format!("{all}\n-\n{sum} (rate(http_request_duration_seconds_bucket{{{selector}, {le}}}[5m]))"),
+                all,
+            ]
+        }
+    }
+}
+
 /// Appends `text` indented by `spaces` under a `|` block.
 fn block(out: &mut String, spaces: usize, text: &str) {
     for line in text.lines() {
@@ -108,7 +133,8 @@ pub fn render(slos: &Slos, source: &str) -> String {
          # service as a whole):\n\
          #   slo:sli_error:ratio_rate<W>   share of bad requests over W\n\
          #   slo:burn_rate:ratio_rate<W>   that share / the error budget\n\
-         #   slo:sli_error:ratio_rate{days}d   average of the 5m share over the period\n\
+         #   slo:sli_bad:rate5m, slo:sli_total:rate5m   bad and all requests per second\n\
+         #   slo:sli_error:ratio_rate{days}d   share of bad requests over the period\n\
          #   slo:period_burn_rate:ratio, slo:period_error_budget_remaining:ratio\n\
          # and per objective slo:objective:ratio, slo:error_budget:ratio,\n\
          # slo:time_period:days.\n\n\
@@ -156,6 +182,19 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
             }
         }
     }
+    for by_color in [true, false] {
+        let [bad, all] = sli_rates(slos, objective, by_color);
+        for (record, expr) in [("slo:sli_bad:rate5m", bad), ("slo:sli_total:rate5m", all)] {
+            let _ = writeln!(out, "      - record: {record}");
+            let _ = writeln!(out, "        expr: |");
+            block(out, 10, &expr);
+            let _ = writeln!(out, "        labels:");
+            let _ = writeln!(out, "          {labels}");
+            if !by_color {
+                let _ = writeln!(out, "          color: all");
+            }
+        }
+    }
 
     for (record, value) in [
         ("slo:objective:ratio", number(objective.ratio())),
@@ -185,14 +224,17 @@ fn render_objective(out: &mut String, slos: &Slos, objective: &Objective) {
     }
     let _ = writeln!(
         out,
-        "      # The period's share: the average of the 5m share, as Sloth computes\n      \
-         # it (each 5m window with requests weighs the same; an idle one records\n      \
-         # no share and is left out)."
+        "      # The period's share: bad over all requests of the period, from the\n      \
+         # 5m rates (each window weighs as much as its traffic; not the average\n      \
+         # of the 5m shares, where one bad window of a nearly idle color would\n      \
+         # outweigh weeks of busy ones)."
     );
     record(
         out,
         &format!("slo:sli_error:ratio_rate{days}d"),
-        &format!("avg_over_time(slo:sli_error:ratio_rate5m{only}[{days}d])"),
+        &format!(
+            "sum_over_time(slo:sli_bad:rate5m{only}[{days}d]) / (sum_over_time(slo:sli_total:rate5m{only}[{days}d]) > 0)"
+        ),
     );
     record(
         out,
