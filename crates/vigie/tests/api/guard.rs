@@ -688,12 +688,16 @@ async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
         }
     });
     std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &["--prometheus-url", &dead_url()],
-    );
+    let prometheus_url = dead_url();
+    let start_router = || {
+        Proc::router(
+            &blue.url(""),
+            &green.url(""),
+            dir.path(),
+            &["--prometheus-url", &prometheus_url],
+        )
+    };
+    let router = start_router();
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["switch"], &guard["verdict"]["result"]),
@@ -722,12 +726,7 @@ async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
     state["active"] = json!("blue");
     state["switches"] = json!(5);
     std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &["--prometheus-url", &dead_url()],
-    );
+    let router = start_router();
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["verdict"]["result"]),

@@ -448,15 +448,21 @@ fn wait_for_version(stack: &Stack, color: &str, version: &str) -> Result<(), Str
     )
 }
 
-/// Tasks written through the router while a release goes on, from a
-/// thread of its own: the ones acknowledged (201) with their titles.
-struct Writer {
+/// Requests through the router from a thread of its own while a step goes
+/// on: `work` gets a client and the stop flag, and its result comes back
+/// at [`Background::finish`]. Stopped when dropped too (a step that fails
+/// early).
+struct Background<T> {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Vec<(i64, String)>, String>>,
+    thread: Option<std::thread::JoinHandle<Result<T, String>>>,
 }
 
-impl Writer {
-    fn start() -> Writer {
+impl<T: Send + 'static> Background<T> {
+    fn start<F, Fut>(work: F) -> Background<T>
+    where
+        F: FnOnce(reqwest::Client, std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = std::sync::Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -464,45 +470,78 @@ impl Writer {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .no_proxy()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let mut acknowledged = Vec::new();
-                let mut n = 0;
-                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    let title = format!("release write {n}");
-                    let sent = http
-                        .post(format!("{APP}/api/tasks"))
-                        .json(&json!({ "title": title }))
-                        .send()
-                        .await;
-                    if let Ok(response) = sent {
-                        if response.status() == 201 {
-                            let body: Value = response.json().await.map_err(|e| e.to_string())?;
-                            let id = body["id"]
-                                .as_i64()
-                                .ok_or_else(|| format!("201 without an id: {body}"))?;
-                            acknowledged.push((id, title));
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(acknowledged)
-            })
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(work(http, stopped))
         });
-        Writer { stop, thread }
+        Background {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn finish(self) -> Result<Vec<(i64, String)>, String> {
+    fn finish(mut self) -> Result<T, String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .join()
-            .map_err(|_| "the writer thread panicked".to_owned())?
+        let thread = self.thread.take().ok_or("finished already")?;
+        thread.join().map_err(|_| "the background thread panicked".to_owned())?
     }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn running(stop: &std::sync::atomic::AtomicBool) -> bool {
+    !stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Tasks written through the router while a release goes on: the ones
+/// acknowledged (201) with their titles.
+fn writer() -> Background<Vec<(i64, String)>> {
+    Background::start(|http, stop| async move {
+        let mut acknowledged = Vec::new();
+        let mut n = 0;
+        while running(&stop) {
+            n += 1;
+            let title = format!("release write {n}");
+            let sent = http
+                .post(format!("{APP}/api/tasks"))
+                .json(&json!({ "title": title }))
+                .send()
+                .await;
+            if let Ok(response) = sent {
+                if response.status() == 201 {
+                    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+                    let id = body["id"]
+                        .as_i64()
+                        .ok_or_else(|| format!("201 without an id: {body}"))?;
+                    acknowledged.push((id, title));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(acknowledged)
+    })
+}
+
+/// `GET path` through the router every 50 ms: (2xx answers, others).
+fn reader(path: &'static str) -> Background<(u64, u64)> {
+    Background::start(move |http, stop| async move {
+        let (mut ok, mut failed) = (0, 0);
+        while running(&stop) {
+            match http.get(format!("{APP}{path}")).send().await {
+                Ok(response) if response.status().is_success() => ok += 1,
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((ok, failed))
+    })
 }
 
 /// The expression of a dashboard's panel or annotation, from the file Grafana provisions.
@@ -572,7 +611,7 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         return Err(format!("deploying {NEXT_IMAGE} to green: {}", deployed.text()));
     }
     wait_for_version(stack, "green", NEXT_VERSION)?;
-    let writer = Writer::start();
+    let writer = writer();
 
     let switched = stack.vigie("router", &["switch", "green", "--guard", "40s", "--wait"])?;
     let passed = format!("guard verdict on green ({NEXT_VERSION}): passed");
@@ -786,7 +825,7 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
 
     // The load generator calls vigie's API, which lab-service does not
     // have (route "unmatched"): the guard needs lab-service's own.
-    let traffic = Reader::start("/api/items");
+    let traffic = reader("/api/items");
     let active = serving_color_of(stack)?;
     let other = if active == "green" { "blue" } else { "green" };
     let switched = stack.vigie("router", &["switch", other, "--guard", "30s", "--wait"])?;
@@ -841,59 +880,6 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
     let (ok, failed) = traffic.finish()?;
     println!("compose: GET /api/items through the router during both guards: {ok} answered 2xx, {failed} not");
     Ok(())
-}
-
-/// `GET path` through the router every 50 ms from a thread of its own,
-/// counting the 2xx answers and the others.
-/// Stopped when finished or dropped (a step that fails early).
-struct Reader {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<(u64, u64), String>>>,
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Reader {
-    fn start(path: &'static str) -> Reader {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = std::sync::Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .no_proxy()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let (mut ok, mut failed) = (0, 0);
-                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    match http.get(format!("{APP}{path}")).send().await {
-                        Ok(response) if response.status().is_success() => ok += 1,
-                        _ => failed += 1,
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok((ok, failed))
-            })
-        });
-        Reader {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Result<(u64, u64), String> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let thread = self.thread.take().ok_or("the reader was finished already")?;
-        thread.join().map_err(|_| "the reader thread panicked".to_owned())?
-    }
 }
 
 /// The active color, as `vigie status --json` reports it.
