@@ -39,11 +39,6 @@ pub mod defaults {
     pub const HEALTH_CHECK_SUCCESSES: u32 = 3;
     /// Period of the background probe shown by `/status`.
     pub const STATUS_CHECK_INTERVAL: &str = "5s";
-    /// Idle pooled connections are closed after this long, well before the
-    /// backends close an idle kept-alive connection (their
-    /// `--header-read-timeout`, 5 s by default), so the router rarely picks
-    /// a connection the backend is closing.
-    pub const POOL_IDLE_TIMEOUT_SECS: u64 = 2;
 
     // ---- the switch guard (docs/router.md, "Guarded switch") ----
     /// The compose service name of Prometheus.

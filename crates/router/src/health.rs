@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 
 use crate::metrics::RouterMetrics;
+use crate::pool::{empty_body, SendError};
 use crate::routing::Routing;
-use crate::upstream::{empty_body, Upstream};
+use crate::upstream::{ProbeFailure, Upstream};
 
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
@@ -31,17 +32,20 @@ const MAX_READY_BODY_BYTES: usize = 16 * 1024;
 /// One GET of the readiness path: Ok on a 2xx answered within `timeout`,
 /// with the `version` of a JSON answer that has one (vigie's backend says
 /// which release it is; another service may say nothing).
-pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result<Option<String>, String> {
-    let uri = upstream
-        .url
-        .uri(path)
-        .map_err(|e| format!("invalid health check URL: {e}"))?;
-    let request = http::Request::get(uri)
+pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result<Option<String>, ProbeFailure> {
+    let failed = |message: String| ProbeFailure {
+        message,
+        nothing_listening: false,
+    };
+    let request = http::Request::get(path)
         .header(http::header::USER_AGENT, "vigie-router-health")
         .body(empty_body())
-        .map_err(|e| format!("cannot build health check request: {e}"))?;
+        .map_err(|e| failed(format!("cannot build health check request: {e}")))?;
     let check = async {
-        let response = upstream.client.request(request).await.map_err(|e| describe(&e))?;
+        let response = upstream.pool.send(request).await.map_err(|e| ProbeFailure {
+            nothing_listening: matches!(e, SendError::Connect(_)),
+            message: describe(&e),
+        })?;
         let status = response.status();
         // Read the (small) body so the connection goes back to the pool.
         let body = http_body_util::Limited::new(response.into_body(), MAX_READY_BODY_BYTES)
@@ -52,12 +56,15 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
         if status.is_success() {
             Ok(version_of(&body))
         } else {
-            Err(format!("{path} answered {status}"))
+            Err(failed(format!("{path} answered {status}")))
         }
     };
     match tokio::time::timeout(timeout, check).await {
         Ok(result) => result,
-        Err(_) => Err(format!("{path} did not answer within {} ms", timeout.as_millis())),
+        Err(_) => Err(failed(format!(
+            "{path} did not answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 
@@ -76,8 +83,8 @@ fn version_of(body: &[u8]) -> Option<String> {
     plain.then_some(version)
 }
 
-/// Text of an error and its causes, e.g. `client error (Connect): tcp
-/// connect error: Connection refused (os error 111)`.
+/// Text of an error and its causes, e.g. `cannot connect: Connection
+/// refused (os error 111)`.
 pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -119,17 +126,18 @@ pub async fn wait_ready(upstream: &Upstream, check: &HealthCheck, deadline: Inst
                 if Instant::now() + check.interval >= deadline {
                     return Err(NotReady {
                         checks,
-                        last_error: error,
+                        last_error: error.message,
                     });
                 }
-                last_error = Some(error);
+                last_error = Some(error.message);
             }
         }
         tokio::time::sleep(check.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
-/// Probes both colors every `every`, for `/status` and the healthy gauge.
+/// Probes both colors every `every`, for `/status` and the healthy gauge,
+/// and closes their pools' expired idle connections.
 /// Logs only changes, so a steady state costs no log lines.
 pub async fn watch(routing: Arc<Routing>, check: HealthCheck, every: Duration, metrics: RouterMetrics) {
     let mut ticker = tokio::time::interval(every);
@@ -138,10 +146,11 @@ pub async fn watch(routing: Arc<Routing>, check: HealthCheck, every: Duration, m
         ticker.tick().await;
         for color in vigie_telemetry::Color::ALL {
             let upstream = routing.upstream(color);
+            upstream.pool.prune();
             let result = probe(upstream, &check.path, check.timeout).await;
             let healthy = result.is_ok();
             metrics.set_healthy(color, healthy);
-            let error = result.as_ref().err().cloned().unwrap_or_default();
+            let error = result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default();
             let (previous, version_changed) = upstream.record_health(result);
             if previous != Some(healthy) || version_changed {
                 if healthy {

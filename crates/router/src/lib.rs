@@ -23,6 +23,7 @@ pub mod guard_record;
 pub mod headers;
 pub mod health;
 pub mod metrics;
+pub mod pool;
 pub mod prometheus_api;
 pub mod proxy;
 pub mod routing;
@@ -228,9 +229,10 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         public,
         "public",
         public_limits,
-        move |peer| {
+        move |peer: SocketAddr| {
             let proxy = Arc::clone(&proxy);
-            service_fn(move |request| proxy::handle(Arc::clone(&proxy), peer, request))
+            let client = headers::ClientAddr::new(peer.ip());
+            service_fn(move |request| proxy::handle(Arc::clone(&proxy), client.clone(), request))
         },
         stopped(stop_rx.clone()),
     ));

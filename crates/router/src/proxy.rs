@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,11 +19,12 @@ use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
 use crate::error::{ClientError, UpstreamError};
-use crate::headers::{add_forwarded, remove_hop_by_hop, X_REQUEST_ID, X_VIGIE_COLOR};
+use crate::headers::{add_forwarded, remove_hop_by_hop, ClientAddr, X_REQUEST_ID, X_VIGIE_COLOR};
 use crate::metrics::{ErrorKind, RouterMetrics};
+use crate::pool::{empty_body, PooledBody, SendError};
 use crate::routing::Routing;
 use crate::upload::ClientUpload;
-use crate::upstream::{empty_body, InFlight, Upstream};
+use crate::upstream::{InFlight, Upstream};
 
 /// What the client receives: the upstream's body, or a JSON error.
 pub type ClientBody = Either<Tracked, Full<Bytes>>;
@@ -56,7 +56,7 @@ impl Proxy {
 /// Handles one request of the public listener; never fails.
 pub async fn handle(
     proxy: Arc<Proxy>,
-    peer: SocketAddr,
+    client: ClientAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let id = request_id::accept_or_generate(request.headers().get(X_REQUEST_ID));
@@ -103,7 +103,7 @@ pub async fn handle(
     let response = match forward(
         &upstream,
         request,
-        peer,
+        &client,
         id.clone(),
         proxy.request_timeout,
         trace.as_ref(),
@@ -156,23 +156,27 @@ enum Failed {
 async fn forward(
     upstream: &Upstream,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    client: &ClientAddr,
     request_id: HeaderValue,
     timeout: Duration,
     trace: Option<&opentelemetry::Context>,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<PooledBody>, Failed> {
     let (mut parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = upstream.url.uri(path_and_query).map_err(|e| {
-        Failed::Upstream(UpstreamError {
-            kind: ErrorKind::Other,
-            message: format!("cannot build the upstream URL: {e}"),
-        })
-    })?;
+    // The upstream is a server, not a proxy: it gets the origin form
+    // (`/path?query`) even if the client sent an absolute URI.
+    if parts.uri.scheme().is_some() {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = http::Uri::try_from(path_and_query).map_err(|e| {
+            Failed::Upstream(UpstreamError {
+                kind: ErrorKind::Other,
+                message: format!("cannot build the upstream URL: {e}"),
+            })
+        })?;
+    }
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer.ip());
+    add_forwarded(&mut parts.headers, client);
     parts.headers.insert(X_REQUEST_ID, request_id);
     if let Some(cx) = trace {
         traces::inject(cx, &mut parts.headers);
@@ -190,15 +194,11 @@ async fn forward(
     });
     let (body, upload) = ClientUpload::new(body);
     let exchange = async {
-        match upstream
-            .client
-            .request(Request::from_parts(parts, Either::Left(body)))
-            .await
-        {
-            Err(error) if replay.is_some() && is_retryable(&error) => {
+        match upstream.pool.send(Request::from_parts(parts, Either::Left(body))).await {
+            Err(error) if replay.is_some() && error.connection_broke() => {
                 tracing::debug!(color = %upstream.color, error = %crate::health::describe(&error), "retrying an idempotent request once");
                 match replay {
-                    Some(again) => upstream.client.request(again).await,
+                    Some(again) => upstream.pool.send(again).await,
                     None => Err(error),
                 }
             }
@@ -228,56 +228,28 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// A connection that closed or broke under the request, as opposed to a
-/// refused connect (retrying that immediately would fail the same way).
-fn is_retryable(error: &hyper_util::client::legacy::Error) -> bool {
-    if error.is_connect() {
-        return false;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_incomplete_message() || hyper_error.is_canceled() || hyper_error.is_closed();
-        }
-        source = cause.source();
-    }
-    false
-}
-
 /// The upstream failure in plain words: what happened, not the HTTP
-/// library's chain of errors ("client error (Connect): tcp connect
-/// error: Connection refused (os error 111)" is "connection refused").
-fn classify(upstream: &Upstream, error: &hyper_util::client::legacy::Error) -> UpstreamError {
+/// library's chain of errors ("cannot connect: Connection refused (os
+/// error 111)" is "cannot connect to blue: connection refused").
+fn classify(upstream: &Upstream, error: &SendError) -> UpstreamError {
     let color = upstream.color;
-    if error.is_connect() {
-        return UpstreamError {
-            kind: ErrorKind::Connect,
-            message: format!("cannot connect to {color}: {}", root_cause(error)),
-        };
-    }
-    let mut source = std::error::Error::source(error);
-    let mut what = None;
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            what = Some(if hyper_error.is_incomplete_message() {
-                "closed the connection before its response was complete".to_owned()
-            } else if hyper_error.is_parse() {
-                "sent a response that is not valid HTTP".to_owned()
-            } else if hyper_error.is_closed() || hyper_error.is_canceled() {
-                "closed the connection".to_owned()
-            } else {
-                format!("failed: {}", root_cause(error))
-            });
-            break;
+    let what = match error {
+        SendError::Connect(e) => {
+            return UpstreamError {
+                kind: ErrorKind::Connect,
+                message: format!("cannot connect to {color}: {}", root_cause(e)),
+            }
         }
-        source = cause.source();
-    }
+        SendError::Http(e) if e.is_incomplete_message() => {
+            "closed the connection before its response was complete".to_owned()
+        }
+        SendError::Http(e) if e.is_parse() => "sent a response that is not valid HTTP".to_owned(),
+        SendError::Http(e) if e.is_closed() || e.is_canceled() => "closed the connection".to_owned(),
+        SendError::Http(e) => format!("failed: {}", root_cause(e)),
+    };
     UpstreamError {
         kind: ErrorKind::Other,
-        message: format!(
-            "{color} {}",
-            what.unwrap_or_else(|| format!("failed: {}", root_cause(error)))
-        ),
+        message: format!("{color} {what}"),
     }
 }
 
@@ -298,7 +270,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// up when the upstream sends nothing for `idle_timeout` (the request
 /// timeout), so a stalled body cannot hold the client forever.
 pub struct Tracked {
-    inner: Incoming,
+    inner: PooledBody,
     idle_timeout: Duration,
     last_frame: Instant,
     /// Created only the first time the body has to wait: a response whose

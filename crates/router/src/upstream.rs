@@ -1,4 +1,4 @@
-//! One backend color: its base URL, its keep-alive connection pool, its
+//! One backend color: its base URL, its keep-alive connection [`Pool`], its
 //! in-flight request count, its [`TargetState`] and its last health reading.
 
 use std::fmt;
@@ -6,29 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use vigie_telemetry::Color;
 
-use crate::config::defaults;
+use crate::pool::Pool;
 use crate::target::TargetState;
-
-/// What the router sends upstream: the client's body, streamed, or nothing
-/// (health checks and replayed requests).
-pub type UpstreamBody = http_body_util::Either<crate::upload::ClientUpload, http_body_util::Empty<Bytes>>;
-
-/// An empty upstream body.
-pub fn empty_body() -> UpstreamBody {
-    http_body_util::Either::Right(http_body_util::Empty::new())
-}
-
-/// The client of one upstream: plain HTTP/1.1 with a keep-alive pool.
-pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// A backend base URL: `http://host[:port]`, nothing after the authority.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,15 +53,6 @@ impl UpstreamUrl {
         let port = self.authority.port_u16().unwrap_or(80);
         format!("{}:{port}", self.authority.host())
     }
-
-    /// The absolute URI of `path_and_query` on this upstream.
-    pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
-        http::Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-    }
 }
 
 impl fmt::Display for UpstreamUrl {
@@ -89,6 +64,20 @@ impl fmt::Display for UpstreamUrl {
 impl fmt::Debug for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self}")
+    }
+}
+
+/// A readiness probe that failed, and whether anything answered at all.
+#[derive(Debug, Clone)]
+pub struct ProbeFailure {
+    pub message: String,
+    /// No connection could be opened: no process listens at the address.
+    pub nothing_listening: bool,
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -116,7 +105,7 @@ pub struct Upstream {
     pub url: UpstreamUrl,
     /// `url` as a span attribute value, shared rather than formatted per span.
     pub url_attribute: opentelemetry::StringValue,
-    pub client: HttpClient,
+    pub pool: Arc<Pool>,
     in_flight: AtomicUsize,
     in_flight_gauge: Gauge,
     /// Woken each time the in-flight count drops to zero.
@@ -133,24 +122,12 @@ impl Upstream {
         state: TargetState,
         in_flight_gauge: Gauge,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        // Proxied requests are small and latency-bound: no Nagle delay.
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(defaults::POOL_IDLE_TIMEOUT_SECS))
-            // Stated although it is hyper-util's default: a request handed a
-            // pooled connection that turns out closed before the request was
-            // written is sent again on another connection, so a backend's idle
-            // close never reaches the client as an error.
-            .retry_canceled_requests(true)
-            .build(connector);
+        let pool = Arc::new(Pool::new(url.authority().clone(), connect_timeout));
         Upstream {
             color,
             url_attribute: opentelemetry::StringValue::from(std::sync::Arc::<str>::from(url.to_string())),
             url,
-            client,
+            pool,
             in_flight: AtomicUsize::new(0),
             in_flight_gauge,
             idle: Notify::new(),
@@ -208,7 +185,7 @@ impl Upstream {
 
     /// Records a probe result; returns the previous `healthy` value and
     /// whether the version changed (a redeployed color).
-    pub fn record_health(&self, result: Result<Option<String>, String>) -> (Option<bool>, bool) {
+    pub fn record_health(&self, result: Result<Option<String>, ProbeFailure>) -> (Option<bool>, bool) {
         let now = time::OffsetDateTime::now_utc();
         let mut health = lock(&self.health);
         let previous = health.healthy;
@@ -225,10 +202,9 @@ impl Upstream {
                 health.gone = false;
                 health.version = version;
             }
-            Err(error) => {
-                // hyper's connect errors say "(Connect)": nothing listens.
-                health.gone |= error.contains("(Connect)");
-                health.error = Some(error);
+            Err(failure) => {
+                health.gone |= failure.nothing_listening;
+                health.error = Some(failure.message);
             }
         }
         (previous, version_changed)
@@ -295,14 +271,18 @@ mod tests {
         upstream.record_health(Ok(Some("1.0".into())));
         assert_eq!(ready_since(), None, "ready from the first look");
         // Not ready, or slow: the same process flapping.
-        upstream.record_health(Err("/health/ready answered 503 Service Unavailable".into()));
-        upstream.record_health(Err("/health/ready did not answer within 1000 ms".into()));
+        let failed = |message: &str, nothing_listening| {
+            Err(ProbeFailure {
+                message: message.to_owned(),
+                nothing_listening,
+            })
+        };
+        upstream.record_health(failed("/health/ready answered 503 Service Unavailable", false));
+        upstream.record_health(failed("/health/ready did not answer within 1000 ms", false));
         upstream.record_health(Ok(Some("1.0".into())));
         assert_eq!(ready_since(), None, "a flap is not a new instance");
         // Nothing listening, then an answer: a new process.
-        upstream.record_health(Err(
-            "client error (Connect): tcp connect error: Connection refused".into()
-        ));
+        upstream.record_health(failed("cannot connect: connection refused", true));
         upstream.record_health(Ok(Some("1.0".into())));
         let restarted = ready_since().expect("a restart is a new instance");
         // Another version without a gap the probe saw: a new process too.
@@ -320,10 +300,6 @@ mod tests {
         assert_eq!(
             UpstreamUrl::parse("http://10.0.0.1/").expect("valid").host_port(),
             "10.0.0.1:80"
-        );
-        assert_eq!(
-            url.uri("/api/tasks?x=1").expect("uri").to_string(),
-            "http://backend-blue:3000/api/tasks?x=1"
         );
         for bad in [
             "https://a:1",

@@ -1,0 +1,363 @@
+//! The keep-alive connections to one upstream: HTTP/1.1 connections of
+//! hyper's `client::conn::http1`, reused last-in first-out.
+//!
+//! Why not hyper-util's pooling client: it spawns a task per request to
+//! watch for the connection's return, hashes the pool key with SipHash on
+//! every checkout and builds an absolute URI per request. Here a response
+//! body gives its connection back itself when its last frame is read, in
+//! the task that reads it, so a proxied request costs no extra task
+//! (bench/instructions.sh: 45,000 -> see docs/benchmarks.md).
+//!
+//! A connection is reused only within [`IDLE_TIMEOUT`] of its last
+//! response, well inside the backend's keep-alive timeout (5 s), so the
+//! backend closing an idle connection rarely races a request. When it does
+//! and hyper had not begun to write the request, the request is sent again
+//! on another connection; the proxy replays an idempotent request that was
+//! written.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long an idle connection may be reused after its last response.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per upstream; more are closed once used.
+pub const MAX_IDLE: usize = 256;
+
+/// What the router sends upstream: the client's body, streamed, or nothing
+/// (health checks and replayed requests).
+pub type UpstreamBody = http_body_util::Either<crate::upload::ClientUpload, http_body_util::Empty<Bytes>>;
+
+/// An empty upstream body.
+pub fn empty_body() -> UpstreamBody {
+    http_body_util::Either::Right(http_body_util::Empty::new())
+}
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened: nothing listens, or no answer in time.
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// The connection failed while the request or its response head was
+    /// on the way.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl SendError {
+    /// Whether the connection closed or broke under a request, as opposed
+    /// to a refused connect (retrying that at once would fail alike).
+    pub fn connection_broke(&self) -> bool {
+        match self {
+            SendError::Connect(_) => false,
+            SendError::Http(e) => e.is_incomplete_message() || e.is_canceled() || e.is_closed(),
+        }
+    }
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// The connections to one upstream.
+pub struct Pool {
+    authority: Authority,
+    /// `authority` as a Host header, for requests that came without one.
+    host: HeaderValue,
+    connect_timeout: Duration,
+    /// Most recently used last.
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl Pool {
+    pub fn new(authority: Authority, connect_timeout: Duration) -> Self {
+        let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Pool {
+            authority,
+            host,
+            connect_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Sends `request` (origin-form URI) and waits for the response head.
+    /// Its body gives the connection back to the pool once read to the end.
+    pub async fn send(self: &Arc<Self>, mut request: Request<UpstreamBody>) -> Result<Response<PooledBody>, SendError> {
+        if !request.headers().contains_key(HOST) {
+            request.headers_mut().insert(HOST, self.host.clone());
+        }
+        loop {
+            let mut sender = match self.checkout().await {
+                Some(sender) => sender,
+                None => self.connect().await?,
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    let mut body = PooledBody {
+                        inner: body,
+                        connection: Some((sender, Arc::clone(self))),
+                    };
+                    if body.inner.is_end_stream() {
+                        body.give_back();
+                    }
+                    return Ok(Response::from_parts(parts, body));
+                }
+                // Not written at all: the connection closed while idle.
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Http(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open, ready for
+    /// a request; stale ones are closed on the way.
+    async fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        loop {
+            let Idle { mut sender, since } = self.lock().pop_back()?;
+            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+                continue;
+            }
+            // Usually ready already; otherwise the connection is finishing
+            // the previous response's bookkeeping, or closing.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendError> {
+        let address = (self.authority.host(), self.authority.port_u16().unwrap_or(80));
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => {
+                return Err(SendError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} ms", self.connect_timeout.as_millis()),
+                )))
+            }
+        };
+        // Proxied requests are small and latency-bound: no Nagle delay.
+        stream.set_nodelay(true).map_err(SendError::Connect)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection closed on an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        Self::close_expired(&mut idle);
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; run
+    /// periodically, so a pool nobody uses (the standby's) holds nothing.
+    pub fn prune(&self) {
+        Self::close_expired(&mut self.lock());
+    }
+
+    /// Oldest first: once one is young enough, so are the rest.
+    fn close_expired(idle: &mut VecDeque<Idle>) {
+        while idle.front().is_some_and(|oldest| oldest.since.elapsed() > IDLE_TIMEOUT) {
+            idle.pop_front();
+        }
+    }
+
+    /// Idle connections held now (open or not yet found closed).
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while holding the lock leaves a valid queue behind.
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A response body that gives its connection back to the pool when it has
+/// been read to the end; dropped before that, the connection closes.
+pub struct PooledBody {
+    inner: Incoming,
+    connection: Option<(SendRequest<UpstreamBody>, Arc<Pool>)>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some((sender, pool)) = self.connection.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.connection = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server answering "ok" that counts the connections it accepted and
+    /// closes each after `requests_per_connection` requests.
+    async fn server(requests_per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| {
+                        let last = served.fetch_add(1, Ordering::SeqCst) + 1 >= requests_per_connection;
+                        async move {
+                            let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(b"ok")));
+                            if last {
+                                response
+                                    .headers_mut()
+                                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
+        let request = Request::get("/").body(empty_body()).expect("request");
+        let body = pool.send(request).await?.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn reuses_a_connection_once_its_response_was_read() {
+        let (authority, accepted) = server(usize::MAX).await;
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        for _ in 0..20 {
+            assert_eq!(get(&pool).await.expect("answer"), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_is_not_reused() {
+        // Every second response says `Connection: close`.
+        let (authority, accepted) = server(2).await;
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        for _ in 0..10 {
+            assert_eq!(get(&pool).await.expect("answer"), "ok");
+            // The server's close reaches the pooled connection soon after.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_takes_its_connection_along() {
+        let (authority, accepted) = server(usize::MAX).await;
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        let request = Request::get("/").body(empty_body()).expect("request");
+        drop(pool.send(request).await.expect("head"));
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(get(&pool).await.expect("answer"), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        drop(listener);
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        let error = get(&pool).await.expect_err("refused");
+        assert!(matches!(error, SendError::Connect(_)), "{error:?}");
+        assert!(!error.connection_broke());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (authority, accepted) = server(usize::MAX).await;
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        get(&pool).await.expect("answer");
+        assert_eq!(pool.idle_count(), 1);
+        // `Instant` is the real clock: wait past the timeout for real.
+        std::thread::sleep(IDLE_TIMEOUT + Duration::from_millis(50));
+        pool.prune();
+        assert_eq!(pool.idle_count(), 0);
+        get(&pool).await.expect("answer");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+}
