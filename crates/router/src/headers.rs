@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use http::header::Entry;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
     UPGRADE,
@@ -64,21 +65,29 @@ impl ClientAddr {
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
 /// unless a proxy in front of us already did (we only speak plain HTTP).
+/// One lookup per field, through the entry API.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientAddr) {
-    let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => {
-            let client = client.0.to_str().unwrap_or_default();
-            // A valid previous value and an address make a valid value.
-            HeaderValue::from_str(&format!("{existing}, {client}")).ok()
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(client.0.clone());
         }
-        _ => Some(client.0.clone()),
-    };
-    if let Some(value) = appended {
-        headers.insert(X_FORWARDED_FOR, value);
+        Entry::Occupied(mut entry) => {
+            let appended = match entry.get().to_str() {
+                Ok(existing) if !existing.trim().is_empty() => {
+                    let client = client.0.to_str().unwrap_or_default();
+                    // A valid previous value and an address make a valid value.
+                    HeaderValue::from_str(&format!("{existing}, {client}")).ok()
+                }
+                _ => Some(client.0.clone()),
+            };
+            if let Some(value) = appended {
+                entry.insert(value);
+            }
+        }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
 }
 
 #[cfg(test)]

@@ -102,7 +102,8 @@ impl Pool {
         loop {
             let mut sender = match self.checkout().await {
                 Some(sender) => sender,
-                None => self.connect().await?,
+                // Boxed: the rare path stays out of every request's future.
+                None => Box::pin(self.connect()).await?,
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {

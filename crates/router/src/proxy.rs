@@ -120,8 +120,8 @@ pub async fn handle(
             let tracked = Tracked {
                 inner: body,
                 idle_timeout: proxy.request_timeout,
-                last_frame: Instant::now(),
                 idle: None,
+                frame_since_armed: false,
                 exchange,
             };
             Response::from_parts(parts, Either::Left(tracked))
@@ -198,7 +198,8 @@ async fn forward(
             Err(error) if replay.is_some() && error.connection_broke() => {
                 tracing::debug!(color = %upstream.color, error = %crate::health::describe(&error), "retrying an idempotent request once");
                 match replay {
-                    Some(again) => upstream.pool.send(again).await,
+                    // Boxed, as the rare path it is.
+                    Some(again) => Box::pin(upstream.pool.send(again)).await,
                     None => Err(error),
                 }
             }
@@ -272,10 +273,12 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 pub struct Tracked {
     inner: PooledBody,
     idle_timeout: Duration,
-    last_frame: Instant,
-    /// Created only the first time the body has to wait: a response whose
-    /// body came with its head never touches the timer.
+    /// Armed the first time the body has to wait: a response whose body
+    /// came with its head never touches the timer or the clock.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame arrived since the timer was armed: the next wait re-arms it
+    /// (the clock is read per wait, not per frame).
+    frame_since_armed: bool,
     exchange: Exchange,
 }
 
@@ -288,17 +291,21 @@ impl Body for Tracked {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.last_frame = Instant::now();
+                this.frame_since_armed = true;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let deadline = tokio::time::Instant::from_std(this.last_frame + this.idle_timeout);
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if idle.deadline() != deadline {
-                    idle.as_mut().reset(deadline);
+                match &mut this.idle {
+                    None => this.idle = Some(Box::pin(tokio::time::sleep(this.idle_timeout))),
+                    Some(idle) if this.frame_since_armed => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+                    }
+                    Some(_) => {}
                 }
+                this.frame_since_armed = false;
+                let Some(idle) = this.idle.as_mut() else {
+                    return Poll::Pending;
+                };
                 if idle.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
