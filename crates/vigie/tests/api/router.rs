@@ -1253,3 +1253,80 @@ async fn a_slow_upstream_answering_a_post_is_a_504_not_the_clients_fault() {
         "{metrics}"
     );
 }
+
+/// The peak resident memory of a process, in bytes (Linux's VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_100_mb_response_streams_through_with_bounded_router_memory() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let dir = TempDir::new("router-100mb");
+    // An upstream that writes 100 MB as fast as the connection takes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    let _server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let n = stream.read(&mut head).await.unwrap_or(0);
+                if !head[..n].starts_with(b"GET /big ") {
+                    // Health checks and anything else: a small answer.
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    return;
+                }
+                let start = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n");
+                if stream.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'v'; CHUNK];
+                for _ in 0..SIZE / CHUNK {
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let router = Proc::router(&upstream, &dead_url(), dir.path(), &[]);
+    let small = client().get(router.url("/small")).send().await.expect("a first request");
+    assert_eq!(small.text().await.expect("small body"), "ok");
+    let before = peak_rss(router.pid());
+
+    let mut response = client().get(router.url("/big")).send().await.expect("GET /big");
+    assert_eq!(response.status(), 200);
+    let mut received = 0usize;
+    let mut paused = false;
+    while let Some(chunk) = response.chunk().await.expect("body chunk") {
+        received += chunk.len();
+        // A client slower than the upstream: a router that buffered instead
+        // of pushing back would hold the rest of the body meanwhile.
+        if !paused && received >= 1024 * 1024 {
+            paused = true;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(received, SIZE, "the whole body arrives");
+    let peak = peak_rss(router.pid());
+    assert!(
+        peak < before + 16 * 1024 * 1024,
+        "the router's peak memory grew by {} MiB to stream 100 MiB (from {} MiB to {} MiB)",
+        (peak - before) / (1024 * 1024),
+        before / (1024 * 1024),
+        peak / (1024 * 1024)
+    );
+    let line = crate::helpers::eventually(Duration::from_secs(5), "the request line", || {
+        let logs = router.logs();
+        async move { logs.into_iter().find(|l| l["msg"] == "request" && l["path"] == "/big") }
+    })
+    .await;
+    assert_eq!(line["status"], 200, "{line}");
+}
