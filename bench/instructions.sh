@@ -2,10 +2,11 @@
 # User-space instructions per request of GET /api/info, counted by valgrind
 # (callgrind): the bare routes (crates/backend/examples/bare.rs), the
 # backend with its request log off (--log-level warn: metrics, request ids)
-# and the full backend. Unlike req/s on a shared machine, these counts
-# repeat within about 1% from run to run, so they show what a change to the
-# telemetry layers costs; they leave out the kernel (most of a loopback
-# request's CPU time), so they are not a throughput ratio.
+# and the full backend; then the proxies alone: `vigie router` and nginx as
+# the same proxy (bench/nginx-router.conf; skipped without nginx). Unlike
+# req/s on a shared machine, these counts repeat within about 1% from run to
+# run, so they show what a change costs; they leave out the kernel (most of
+# a loopback request's CPU time), so they are not a throughput ratio.
 #
 #   bash bench/instructions.sh        # needs valgrind and wrk
 set -euo pipefail
@@ -19,29 +20,41 @@ TMP="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT
 PORT=18460
 
-count() { # name command... -> "name instructions-per-request"
-    local name="$1"; shift
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" >/dev/null 2>&1 &
-    local pid=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/api/info" >/dev/null && break; sleep 0.2; done
-    wrk -t1 -c4 -d3s "http://127.0.0.1:$PORT/api/info" >/dev/null   # warm-up, then counters to zero
-    callgrind_control -z "$pid" >/dev/null
-    local out n
-    out="$(wrk -t1 -c4 -d8s "http://127.0.0.1:$PORT/api/info")"
-    n="$(awk '/requests in/ {print $1}' <<<"$out")"
-    callgrind_control -d "$pid" >/dev/null
-    sleep 1
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    local total
-    total="$(awk '/^summary:/ {print $2}' "$TMP/$name.$pid.1")"
-    echo "$name $(awk -v t="$total" -v n="$n" 'BEGIN {printf "%.0f", t / n}')"
-}
-read -r _ bare < <(count bare ./target/release/examples/bare "127.0.0.1:$PORT" "$TMP/b.db")
-read -r _ nolog < <(count nolog ./target/release/vigie backend --color blue --listen "127.0.0.1:$PORT" --database "$TMP/n.db" --log-level warn)
-read -r _ full < <(count full ./target/release/vigie backend --color blue --listen "127.0.0.1:$PORT" --database "$TMP/f.db")
+# shellcheck source=bench/callgrind.sh
+source bench/callgrind.sh
+URL="http://127.0.0.1:$PORT/api/info"
+bare=$(count_instructions "$TMP" "$URL" ./target/release/examples/bare "127.0.0.1:$PORT" "$TMP/b.db")
+nolog=$(count_instructions "$TMP" "$URL" ./target/release/vigie backend --color blue --listen "127.0.0.1:$PORT" --database "$TMP/n.db" --log-level warn)
+full=$(count_instructions "$TMP" "$URL" ./target/release/vigie backend --color blue --listen "127.0.0.1:$PORT" --database "$TMP/f.db")
+
+# The proxies: the router and nginx configured as the same proxy
+# (bench/nginx-router.conf, one process), in front of a backend that runs
+# outside valgrind; only the proxy's instructions are counted.
+BACKEND_PORT=$((PORT + 1)) NGINX_PORT=$((PORT + 2)) ADMIN_PORT=$((PORT + 3))
+./target/release/vigie backend --color blue --listen "127.0.0.1:$BACKEND_PORT" --database "$TMP/p.db" >/dev/null 2>&1 &
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$BACKEND_PORT/health/ready" && break; sleep 0.1; done
+router=$(VIGIE_ADMIN_TOKEN=bench count_instructions "$TMP" "$URL" ./target/release/vigie router \
+    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --blue "http://127.0.0.1:$BACKEND_PORT" --green "http://127.0.0.1:$((PORT + 4))" \
+    --state-file "$TMP/router/state.json" --targets-file "$TMP/router/targets.json")
+nginx_instructions=n/a
+if command -v nginx >/dev/null; then
+    mkdir -p "$TMP/nginx"
+    { echo "master_process off;"
+      sed -e "s|@TMP@|$TMP/nginx|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$BACKEND_PORT|g" \
+          -e "s|^worker_processes .*|worker_processes 1;|" bench/nginx-router.conf
+    } >"$TMP/nginx/nginx.conf"
+    nginx_instructions=$(count_instructions "$TMP" "http://127.0.0.1:$NGINX_PORT/api/info" \
+        nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" -g 'daemon off;')
+fi
 echo
 echo "| GET /api/info | user-space instructions per request | vs bare |"
 echo "|---|---:|---:|"
 for row in "bare routes:$bare" "metrics and request ids, no request log:$nolog" "instrumented (request log on):$full"; do
     printf '| %s | %s | %.2f |\n' "${row%%:*}" "${row##*:}" "$(awk -v a="${row##*:}" -v b="$bare" 'BEGIN {print a / b}')"
 done
+echo
+echo "| proxy, GET /api/info to a backend | user-space instructions per request | vs nginx |"
+echo "|---|---:|---:|"
+printf '| vigie router | %s | %s |\n' "$router" "$(awk -v a="$router" -v b="$nginx_instructions" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "n/a"}')"
+printf '| nginx (bench/nginx-router.conf, one process) | %s | 1.00 |\n' "$nginx_instructions"

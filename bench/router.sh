@@ -3,11 +3,15 @@
 #   GET /api/info straight to a backend, through `vigie router`, and through
 #   Debian's nginx configured as the same proxy (bench/nginx-router.conf);
 #   then through the router while it switches colors every 0.5 s.
-# Prints a table with req/s, p50, p99 and the ratios. Needs wrk and nginx
-# (apt-get install -y wrk nginx). Knobs: BENCH_DURATION (10s),
-# BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_PORT_BASE (18300),
-# BENCH_ROUNDS (3), BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD
-# (use the last release build).
+# Prints a table with req/s, p50, p99, CPU per request and the ratios the
+# router's goals are stated in (throughput vs nginx >= 0.95, CPU per request
+# <= 1.1x nginx's, switching within 5% of steady), then, with valgrind
+# installed, user-space instructions per request of both proxies
+# (bench/callgrind.sh). Needs wrk and nginx (apt-get install -y wrk nginx
+# valgrind). Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32),
+# BENCH_THREADS (2), BENCH_PORT_BASE (18300), BENCH_ROUNDS (3),
+# BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD (use the last
+# release build), BENCH_INSTRUCTIONS=0 (skip the instruction counts).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -151,10 +155,13 @@ SWITCHES_OK=0 SWITCHES_FAILED=0
     echo "$ok $failed" >"$TMP/switches"
 ) &
 SWITCHER=$!
+before=$(cpu_ticks "$ROUTER_PID")
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$ROUTER_PORT/api/info" >"$TMP/wrk-switching.txt"
+after=$(cpu_ticks "$ROUTER_PID")
 wait "$SWITCHER"
 read -r SWITCHES_OK SWITCHES_FAILED <"$TMP/switches"
 R_switching=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk-switching.txt")
+CPU_switching=$(awk -v t=$((after - before)) -v n="$(awk '/requests in/ {print $1}' "$TMP/wrk-switching.txt")" 'BEGIN {printf "%.1f", t * 10000 / n}')
 P50_switching=$(to_ms "$(awk '$1 == "50%" {print $2}' "$TMP/wrk-switching.txt")")
 P99_switching=$(to_ms "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-switching.txt")")
 NON2XX=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk-switching.txt")
@@ -167,12 +174,12 @@ echo
 echo "Saturated: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS rounds (the switching run is one run)."
 echo "CPU is the measured server's (backend for direct, proxy otherwise), in microseconds per request."
 echo
-echo "| path | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx |"
-echo "|---|---:|---:|---:|---:|---:|"
-echo "| direct | $R_direct | $P50_direct | $P99_direct | $CPU_direct | $(ratio "$R_direct" "$R_nginx") |"
-echo "| vigie router | $R_router | $P50_router | $P99_router | $CPU_router | $(ratio "$R_router" "$R_nginx") |"
-echo "| nginx | $R_nginx | $P50_nginx | $P99_nginx | $CPU_nginx | 1.00 |"
-echo "| vigie router, switching every 0.5 s | $R_switching | $P50_switching | $P99_switching | | $(ratio "$R_switching" "$R_nginx") |"
+echo "| path | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU/req vs nginx |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| direct | $R_direct | $P50_direct | $P99_direct | $CPU_direct | $(ratio "$R_direct" "$R_nginx") | |"
+echo "| vigie router | $R_router | $P50_router | $P99_router | $CPU_router | $(ratio "$R_router" "$R_nginx") | $(ratio "$CPU_router" "$CPU_nginx") |"
+echo "| nginx | $R_nginx | $P50_nginx | $P99_nginx | $CPU_nginx | 1.00 | 1.00 |"
+echo "| vigie router, switching every 0.5 s | $R_switching | $P50_switching | $P99_switching | $CPU_switching | $(ratio "$R_switching" "$R_nginx") | $(ratio "$CPU_switching" "$CPU_nginx") |"
 echo
 echo "Unloaded: wrk -t1 -c1 -d$DURATION (one request at a time)."
 echo
@@ -182,6 +189,36 @@ echo "| direct | $U50_direct | $U99_direct | |"
 echo "| vigie router | $U50_router | $U99_router | $(added "$U99_router" "$U99_direct") |"
 echo "| nginx | $U50_nginx | $U99_nginx | $(added "$U99_nginx" "$U99_direct") |"
 echo
+# Instructions per request (valgrind), after the timed runs so that
+# valgrind's own load does not skew them: a second router and a one-process
+# nginx, on ports of their own, in front of the blue backend.
+I_router=n/a I_nginx=n/a
+if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    echo "bench: counting instructions per request with callgrind (about 30 s)..." >&2
+    # shellcheck source=bench/callgrind.sh
+    source bench/callgrind.sh
+    I_router=$(VIGIE_ADMIN_TOKEN=bench count_instructions "$TMP" "http://127.0.0.1:$((BASE + 6))/api/info" "$VIGIE" router \
+        --listen "127.0.0.1:$((BASE + 6))" --admin-listen "127.0.0.1:$((BASE + 7))" \
+        --blue "http://127.0.0.1:$BLUE_PORT" --green "http://127.0.0.1:$GREEN_PORT" \
+        --state-file "$TMP/router2/state.json" --targets-file "$TMP/targets2/backend.json" ${BENCH_ROUTER_ARGS:-})
+    mkdir -p "$TMP/nginx2"
+    { echo "master_process off;"
+      sed -e "s|@TMP@|$TMP/nginx2|g" -e "s|@PORT@|$((BASE + 8))|g" -e "s|@UPSTREAM@|127.0.0.1:$BLUE_PORT|g" \
+          -e "s|^worker_processes .*|worker_processes 1;|" bench/nginx-router.conf
+    } >"$TMP/nginx2/nginx.conf"
+    I_nginx=$(count_instructions "$TMP" "http://127.0.0.1:$((BASE + 8))/api/info" \
+        nginx -p "$TMP/nginx2" -c "$TMP/nginx2/nginx.conf" -e "$TMP/nginx2/error.log" -g 'daemon off;')
+    echo
+    echo "User-space instructions per request (callgrind, wrk -t1 -c4, the proxy alone):"
+    echo
+    echo "| proxy | instructions per request | vs nginx |"
+    echo "|---|---:|---:|"
+    echo "| vigie router | $I_router | $(ratio "$I_router" "$I_nginx") |"
+    echo "| nginx | $I_nginx | 1.00 |"
+fi
+
+echo
+echo "Goals (one run): router/nginx throughput $(ratio "$R_router" "$R_nginx") (goal >= 0.95); router/nginx CPU per request $(ratio "$CPU_router" "$CPU_nginx") (goal <= 1.10); switching/steady throughput $(ratio "$R_switching" "$R_router") (goal >= 0.95)"
 echo "router/nginx throughput: $(ratio "$R_router" "$R_nginx"); router/direct: $(ratio "$R_router" "$R_direct"); nginx/direct: $(ratio "$R_nginx" "$R_direct")"
 echo "saturated p99 added vs direct: router $(added "$P99_router" "$P99_direct") ms, nginx $(added "$P99_nginx" "$P99_direct") ms"
 echo "errors (direct/router/nginx): [${ERR_direct:-none}] [${ERR_router:-none}] [${ERR_nginx:-none}]"
