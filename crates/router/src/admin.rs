@@ -29,11 +29,38 @@ use serde_json::{json, Value};
 use vigie_telemetry::config::parse_duration;
 use vigie_telemetry::{exposition, Color, Registry};
 
-use crate::config::AdminToken;
 use crate::error::{json_error, AdminError};
 use crate::guard::{Guard, Precheck};
 use crate::state_file::rfc3339;
 use crate::switch::Switcher;
+
+/// The admin bearer token; its `Debug` form never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl AdminToken {
+    pub const ENV: &'static str = "VIGIE_ADMIN_TOKEN";
+
+    pub fn from_env() -> Option<AdminToken> {
+        std::env::var(Self::ENV).ok().filter(|t| !t.is_empty()).map(AdminToken)
+    }
+
+    /// Compares in time independent of where the first difference is.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, byte) in a.iter().enumerate() {
+            diff |= usize::from(byte ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
 
 /// A switch request is a few bytes; anything bigger is a mistake.
 const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -336,6 +363,16 @@ async fn switch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_only_exactly_and_never_print() {
+        let token = AdminToken("s3cret".into());
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret!"));
+        assert!(!token.matches(""));
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
+    }
 
     #[test]
     fn only_addresses_and_localhost_are_hosts_no_page_can_rebind() {

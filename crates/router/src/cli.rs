@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use vigie_telemetry::config::parse_duration;
 use vigie_telemetry::Color;
 
-use crate::config::AdminToken;
+use crate::admin::AdminToken;
 
 /// Admin answers are small; a bigger one is not from our router.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;

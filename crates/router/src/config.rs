@@ -1,5 +1,6 @@
-//! Command-line configuration of `vigie router` and every default timeout,
-//! in one place.
+//! Command-line configuration of `vigie router`: its flags, and the
+//! defaults of those that belong to no other module (the guard's are in
+//! [`crate::guard::defaults`]). Only the crate's entry point imports this.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,10 @@ use std::time::Duration;
 use vigie_telemetry::config::{parse_duration, parse_positive_duration, parse_ratio};
 use vigie_telemetry::logging;
 
-use crate::guard::OnPrometheusError;
+use crate::admin::AdminToken;
+use crate::guard::check::Thresholds;
+use crate::guard::{self, GuardSettings, OnPrometheusError};
+use crate::prometheus_api::PrometheusApi;
 use crate::prometheus_api::PrometheusUrl;
 use crate::upstream::UpstreamUrl;
 
@@ -39,36 +43,6 @@ pub mod defaults {
     pub const HEALTH_CHECK_SUCCESSES: u32 = 3;
     /// Period of the background probe shown by `/status`.
     pub const STATUS_CHECK_INTERVAL: &str = "5s";
-
-    // ---- the switch guard (docs/router.md, "Guarded switch") ----
-    /// The compose service name of Prometheus.
-    pub const PROMETHEUS_URL: &str = "http://prometheus:9090";
-    /// Pause between two checks of a guarded switch: two scrapes of the
-    /// backend job (5 s), so each check sees new samples.
-    pub const GUARD_INTERVAL: &str = "10s";
-    /// The threshold of the `VigieActiveErrorRatioHigh` alert.
-    pub const GUARD_MAX_ERROR_RATIO: &str = "0.05";
-    /// The threshold of the `VigieActiveLatencyHigh` alert, a histogram
-    /// bucket boundary (so the p95 estimate is exact there).
-    pub const GUARD_MAX_P95: &str = "500ms";
-    /// API requests a check needs in its rate window to judge the color:
-    /// 20 is 4 s of the traffic generator's 5 requests per second.
-    pub const GUARD_MIN_REQUESTS: u64 = 20;
-    /// One Prometheus query (connect, answer, body) may take this long.
-    pub const GUARD_QUERY_TIMEOUT: &str = "5s";
-    pub const GUARD_ON_PROMETHEUS_ERROR: &str = "rollback";
-    /// The scrape job whose series the guard reads (stack/prometheus/prometheus.yml).
-    pub const GUARD_BACKEND_JOB: &str = "backend";
-    /// Shortest rate window: three scrapes of the backend job (every 5 s),
-    /// so `increase()` always has two samples even across a target's
-    /// relabelling at the switch.
-    pub const GUARD_RATE_WINDOW_MIN_SECS: u64 = 15;
-    /// Longest rate window, also the pre-check's window.
-    pub const GUARD_RATE_WINDOW_MAX_SECS: u64 = 60;
-    /// Longest guard window a switch may ask for.
-    pub const GUARD_MAX_WINDOW_SECS: u64 = 24 * 3600;
-    /// Shortest pause between two checks.
-    pub const GUARD_MIN_INTERVAL_MS: u64 = 100;
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -150,31 +124,48 @@ pub struct Config {
 #[derive(clap::Args, Debug, Clone)]
 pub struct GuardArgs {
     /// Prometheus queried by guarded switches (http://host:port[/prefix]).
-    #[arg(long, env = "VIGIE_PROMETHEUS_URL", default_value = defaults::PROMETHEUS_URL, value_parser = PrometheusUrl::parse)]
+    #[arg(long, env = "VIGIE_PROMETHEUS_URL", default_value = guard::defaults::PROMETHEUS_URL, value_parser = PrometheusUrl::parse)]
     pub prometheus_url: PrometheusUrl,
     /// Pause between two checks of the new color during a guard window.
-    #[arg(long, env = "VIGIE_GUARD_INTERVAL", default_value = defaults::GUARD_INTERVAL, value_parser = parse_interval)]
+    #[arg(long, env = "VIGIE_GUARD_INTERVAL", default_value = guard::defaults::GUARD_INTERVAL, value_parser = parse_interval)]
     pub guard_interval: Duration,
     /// Highest share of 5xx API answers the new color may have (0..1).
-    #[arg(long, env = "VIGIE_GUARD_MAX_ERROR_RATIO", default_value = defaults::GUARD_MAX_ERROR_RATIO, value_parser = parse_ratio)]
+    #[arg(long, env = "VIGIE_GUARD_MAX_ERROR_RATIO", default_value = guard::defaults::GUARD_MAX_ERROR_RATIO, value_parser = parse_ratio)]
     pub guard_max_error_ratio: f64,
     /// Highest p95 API latency the new color may have.
-    #[arg(long, env = "VIGIE_GUARD_MAX_P95", default_value = defaults::GUARD_MAX_P95, value_parser = parse_duration)]
+    #[arg(long, env = "VIGIE_GUARD_MAX_P95", default_value = guard::defaults::GUARD_MAX_P95, value_parser = parse_duration)]
     pub guard_max_p95: Duration,
     /// API requests a check needs in its window; fewer is "insufficient data".
-    #[arg(long, env = "VIGIE_GUARD_MIN_REQUESTS", default_value_t = defaults::GUARD_MIN_REQUESTS,
+    #[arg(long, env = "VIGIE_GUARD_MIN_REQUESTS", default_value_t = guard::defaults::GUARD_MIN_REQUESTS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub guard_min_requests: u64,
     /// Longest wait for one Prometheus query.
-    #[arg(long, env = "VIGIE_GUARD_QUERY_TIMEOUT", default_value = defaults::GUARD_QUERY_TIMEOUT, value_parser = parse_interval)]
+    #[arg(long, env = "VIGIE_GUARD_QUERY_TIMEOUT", default_value = guard::defaults::GUARD_QUERY_TIMEOUT, value_parser = parse_interval)]
     pub guard_query_timeout: Duration,
     /// What the guard does when Prometheus cannot be queried: roll back, or keep the new color.
-    #[arg(long, env = "VIGIE_GUARD_ON_PROMETHEUS_ERROR", value_enum, default_value = defaults::GUARD_ON_PROMETHEUS_ERROR)]
+    #[arg(long, env = "VIGIE_GUARD_ON_PROMETHEUS_ERROR", value_enum, default_value = guard::defaults::GUARD_ON_PROMETHEUS_ERROR)]
     pub guard_on_prometheus_error: OnPrometheusError,
     /// The SLO file (stack/slo.yaml): lets a guarded switch judge the new
     /// color by its error budget burn rate (`vigie switch --guard-slo`).
     #[arg(long = "slo-file", env = "VIGIE_SLO_FILE", value_parser = load_slo_file)]
     pub slos: Option<std::sync::Arc<vigie_slo::Slos>>,
+}
+
+impl GuardArgs {
+    /// What the guard needs of these flags.
+    pub fn settings(&self) -> GuardSettings {
+        GuardSettings {
+            api: PrometheusApi::new(self.prometheus_url.clone(), self.guard_query_timeout),
+            interval: self.guard_interval,
+            thresholds: Thresholds {
+                max_error_ratio: self.guard_max_error_ratio,
+                max_p95_seconds: self.guard_max_p95.as_secs_f64(),
+                min_requests: self.guard_min_requests,
+            },
+            on_prometheus_error: self.guard_on_prometheus_error,
+            slos: self.slos.clone(),
+        }
+    }
 }
 
 /// Reads and checks the SLO file when the flags are parsed: a bad one is
@@ -185,42 +176,14 @@ fn load_slo_file(path: &str) -> Result<std::sync::Arc<vigie_slo::Slos>, String> 
         .map_err(|e| e.to_string())
 }
 
-/// A duration of at least [`defaults::GUARD_MIN_INTERVAL_MS`].
+/// A duration of at least [`guard::defaults::GUARD_MIN_INTERVAL_MS`].
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let value = parse_duration(text)?;
-    let min = Duration::from_millis(defaults::GUARD_MIN_INTERVAL_MS);
+    let min = Duration::from_millis(guard::defaults::GUARD_MIN_INTERVAL_MS);
     if value < min {
         return Err(format!("{text:?} is too short (at least {} ms)", min.as_millis()));
     }
     Ok(value)
-}
-
-/// The admin bearer token; its `Debug` form never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(pub String);
-
-impl AdminToken {
-    pub const ENV: &'static str = "VIGIE_ADMIN_TOKEN";
-
-    pub fn from_env() -> Option<AdminToken> {
-        std::env::var(Self::ENV).ok().filter(|t| !t.is_empty()).map(AdminToken)
-    }
-
-    /// Compares in time independent of where the first difference is.
-    pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, byte) in a.iter().enumerate() {
-            diff |= usize::from(byte ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(***)")
-    }
 }
 
 /// A path without a query: Prometheus escapes a `?` in `__metrics_path__`
@@ -245,16 +208,6 @@ fn parse_path(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_match_only_exactly_and_never_print() {
-        let token = AdminToken("s3cret".into());
-        assert!(token.matches("s3cret"));
-        assert!(!token.matches("s3cre"));
-        assert!(!token.matches("s3cret!"));
-        assert!(!token.matches(""));
-        assert_eq!(format!("{token:?}"), "AdminToken(***)");
-    }
 
     #[test]
     fn health_check_paths_must_be_absolute() {

@@ -1,11 +1,51 @@
-//! HTTP errors of both listeners, as `{"error": "<kind>", "message": "..."}`.
+//! Errors: the HTTP errors of both listeners, as `{"error": "<kind>",
+//! "message": "..."}`, the kinds of upstream failure, and an error's cause
+//! chain in words.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::metrics::ErrorKind;
+/// Why a request got no answer from its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Refused, unreachable or not connected within the connect timeout (502).
+    Connect,
+    /// No response head within the request timeout (504).
+    Timeout,
+    /// The connection broke after the request was sent, or similar (502).
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 3] = [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Text of an error and its causes, e.g. `cannot connect: Connection
+/// refused (os error 111)`.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// Builds the JSON error response; `extra` fields are merged into the body.
 pub fn json_error(status: StatusCode, kind: &str, message: &str, extra: Option<Value>) -> Response {

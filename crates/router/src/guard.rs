@@ -25,7 +25,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vigie_telemetry::Color;
 
-use crate::config::{defaults, GuardArgs};
 use crate::guard::check::{
     evaluate, evaluate_slo, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds,
 };
@@ -36,6 +35,39 @@ use crate::state_file::{now_ms, rfc3339};
 use crate::switch::{SwitchOutcome, Switcher};
 
 pub use self::status::{GuardStatus, LastCheck, Settings};
+
+/// Default values of the guard's flags (the flags are in
+/// [`crate::config`]); durations in the flag syntax.
+pub mod defaults {
+    /// The compose service name of Prometheus.
+    pub const PROMETHEUS_URL: &str = "http://prometheus:9090";
+    /// Pause between two checks of a guarded switch: two scrapes of the
+    /// backend job (5 s), so each check sees new samples.
+    pub const GUARD_INTERVAL: &str = "10s";
+    /// The threshold of the `VigieActiveErrorRatioHigh` alert.
+    pub const GUARD_MAX_ERROR_RATIO: &str = "0.05";
+    /// The threshold of the `VigieActiveLatencyHigh` alert, a histogram
+    /// bucket boundary (so the p95 estimate is exact there).
+    pub const GUARD_MAX_P95: &str = "500ms";
+    /// API requests a check needs in its rate window to judge the color:
+    /// 20 is 4 s of the traffic generator's 5 requests per second.
+    pub const GUARD_MIN_REQUESTS: u64 = 20;
+    /// One Prometheus query (connect, answer, body) may take this long.
+    pub const GUARD_QUERY_TIMEOUT: &str = "5s";
+    pub const GUARD_ON_PROMETHEUS_ERROR: &str = "rollback";
+    /// The scrape job whose series the guard reads (stack/prometheus/prometheus.yml).
+    pub const GUARD_BACKEND_JOB: &str = "backend";
+    /// Shortest rate window: three scrapes of the backend job (every 5 s),
+    /// so `increase()` always has two samples even across a target's
+    /// relabelling at the switch.
+    pub const GUARD_RATE_WINDOW_MIN_SECS: u64 = 15;
+    /// Longest rate window, also the pre-check's window.
+    pub const GUARD_RATE_WINDOW_MAX_SECS: u64 = 60;
+    /// Longest guard window a switch may ask for.
+    pub const GUARD_MAX_WINDOW_SECS: u64 = 24 * 3600;
+    /// Shortest pause between two checks.
+    pub const GUARD_MIN_INTERVAL_MS: u64 = 100;
+}
 
 /// What the guard does when Prometheus cannot be queried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -144,6 +176,17 @@ pub struct Guard {
     stopping: std::sync::atomic::AtomicBool,
 }
 
+/// What a guard judges by and how it reaches Prometheus.
+pub struct GuardSettings {
+    pub api: PrometheusApi,
+    /// Pause between two checks.
+    pub interval: Duration,
+    pub thresholds: Thresholds,
+    pub on_prometheus_error: OnPrometheusError,
+    /// The SLO file, for a switch judged by burn rate.
+    pub slos: Option<Arc<vigie_slo::Slos>>,
+}
+
 /// A poisoned lock only means a panic elsewhere; the plain values inside stay usable.
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -154,17 +197,20 @@ fn seconds_until(end: Instant) -> u64 {
 }
 
 impl Guard {
-    pub fn new(args: &GuardArgs, switcher: Arc<Switcher>, metrics: RouterMetrics) -> Arc<Guard> {
+    pub fn new(settings: GuardSettings, switcher: Arc<Switcher>, metrics: RouterMetrics) -> Arc<Guard> {
+        let GuardSettings {
+            api,
+            interval,
+            thresholds,
+            on_prometheus_error,
+            slos,
+        } = settings;
         Arc::new(Guard {
-            api: PrometheusApi::new(args.prometheus_url.clone(), args.guard_query_timeout),
-            interval: args.guard_interval,
-            thresholds: Thresholds {
-                max_error_ratio: args.guard_max_error_ratio,
-                max_p95_seconds: args.guard_max_p95.as_secs_f64(),
-                min_requests: args.guard_min_requests,
-            },
-            on_prometheus_error: args.guard_on_prometheus_error,
-            slos: args.slos.clone(),
+            api,
+            interval,
+            thresholds,
+            on_prometheus_error,
+            slos,
             switcher,
             metrics,
             state: Mutex::new(State::default()),

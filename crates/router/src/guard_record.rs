@@ -1,6 +1,7 @@
 //! What a guard window is and how it ended: saved with the router's state
 //! (so a restarted router resumes a running guard) and shown by `/status`.
-//! Plain data; the guard ([`crate::guard`]) fills it in.
+//! Plain data, with the results and rollback reasons of its checks (which
+//! the metrics count); the guard ([`crate::guard`]) fills it in.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -71,4 +72,66 @@ pub struct GuardRecord {
     pub by_slo: bool,
     /// `None` while the guard runs.
     pub verdict: Option<Verdict>,
+}
+
+/// What a check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    /// Enough requests, error ratio and p95 within the thresholds.
+    Ok,
+    /// A threshold is exceeded.
+    Breach,
+    /// Fewer requests than the minimum (or no latency data): neither healthy nor failing.
+    InsufficientData,
+    /// Prometheus could not be queried.
+    PrometheusError,
+}
+
+impl CheckResult {
+    pub const ALL: [CheckResult; 4] = [
+        CheckResult::Ok,
+        CheckResult::Breach,
+        CheckResult::InsufficientData,
+        CheckResult::PrometheusError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Ok => "ok",
+            CheckResult::Breach => "breach",
+            CheckResult::InsufficientData => "insufficient_data",
+            CheckResult::PrometheusError => "prometheus_error",
+        }
+    }
+}
+
+/// Why a guard switches back: the `reason` of the rollback switch and the
+/// label of `vigie_router_guard_rollbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackReason {
+    GuardErrorRatio,
+    GuardLatency,
+    GuardPrometheusError,
+    /// `--guard-slo`: an objective's budget burning at the fast-burn rate.
+    GuardSloBurnRate,
+}
+
+impl RollbackReason {
+    pub const ALL: [RollbackReason; 4] = [
+        RollbackReason::GuardErrorRatio,
+        RollbackReason::GuardLatency,
+        RollbackReason::GuardPrometheusError,
+        RollbackReason::GuardSloBurnRate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::GuardErrorRatio => "guard_error_ratio",
+            RollbackReason::GuardLatency => "guard_latency",
+            RollbackReason::GuardPrometheusError => "guard_prometheus_error",
+            RollbackReason::GuardSloBurnRate => "guard_slo_burn_rate",
+        }
+    }
 }

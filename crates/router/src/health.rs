@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
+use crate::error::describe;
 use crate::metrics::RouterMetrics;
 use crate::pool::{empty_body, SendError};
 use crate::routing::Routing;
@@ -81,19 +82,6 @@ fn version_of(body: &[u8]) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
     plain.then_some(version)
-}
-
-/// Text of an error and its causes, e.g. `cannot connect: Connection
-/// refused (os error 111)`.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Checks until `check.successes` consecutive successes, or fails once the

@@ -177,12 +177,12 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let _ = switcher.write_targets().await;
     if config.admin_token.is_none() {
         tracing::warn!(
-            env = config::AdminToken::ENV,
+            env = admin::AdminToken::ENV,
             "no admin token set: anyone reaching the admin listener can switch colors"
         );
     }
 
-    let guard = guard::Guard::new(&config.guard, Arc::clone(&switcher), metrics.clone());
+    let guard = guard::Guard::new(config.guard.settings(), Arc::clone(&switcher), metrics.clone());
     if let Some(record) = saved_guard {
         guard.resume(record);
         let _ = switcher.persist().await;

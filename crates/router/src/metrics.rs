@@ -16,37 +16,11 @@ use prometheus_client::registry::{Registry, Unit};
 use vigie_telemetry::http::latency_histogram;
 use vigie_telemetry::Color;
 
-use crate::guard::check::{CheckResult, RollbackReason};
+use crate::error::ErrorKind;
+use crate::guard_record::{CheckResult, RollbackReason};
 
 /// Status classes of proxied responses, by hundreds.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Why a request got no answer from its upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Refused, unreachable or not connected within the connect timeout (502).
-    Connect,
-    /// No response head within the request timeout (504).
-    Timeout,
-    /// The connection broke after the request was sent, or similar (502).
-    Other,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 3] = [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {

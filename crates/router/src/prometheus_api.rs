@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
-use crate::health::describe;
+use crate::error::describe;
 
 /// An instant query's answer is a handful of samples; a bigger one is not
 /// the answer to our queries.

@@ -18,9 +18,9 @@ use vigie_telemetry::http::method_label;
 use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
-use crate::error::{ClientError, UpstreamError};
+use crate::error::{ClientError, ErrorKind, UpstreamError};
 use crate::headers::{add_forwarded, remove_hop_by_hop, ClientAddr, X_REQUEST_ID, X_VIGIE_COLOR};
-use crate::metrics::{ErrorKind, RouterMetrics};
+use crate::metrics::RouterMetrics;
 use crate::pool::{empty_body, PooledBody, SendError};
 use crate::routing::Routing;
 use crate::upload::ClientUpload;
@@ -196,7 +196,7 @@ async fn forward(
     let exchange = async {
         match upstream.pool.send(Request::from_parts(parts, Either::Left(body))).await {
             Err(error) if replay.is_some() && error.connection_broke() => {
-                tracing::debug!(color = %upstream.color, error = %crate::health::describe(&error), "retrying an idempotent request once");
+                tracing::debug!(color = %upstream.color, error = %crate::error::describe(&error), "retrying an idempotent request once");
                 match replay {
                     // Boxed, as the rare path it is.
                     Some(again) => Box::pin(upstream.pool.send(again)).await,

@@ -7,6 +7,7 @@ mod guard;
 mod helpers;
 mod lab;
 mod limits;
+mod module_graph;
 mod otlp;
 mod prometheus;
 mod router;

@@ -1280,7 +1280,9 @@ async fn a_100_mb_response_streams_through_with_bounded_router_memory() {
                 let n = stream.read(&mut head).await.unwrap_or(0);
                 if !head[..n].starts_with(b"GET /big ") {
                     // Health checks and anything else: a small answer.
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                        .await;
                     return;
                 }
                 let start = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n");
@@ -1297,7 +1299,11 @@ async fn a_100_mb_response_streams_through_with_bounded_router_memory() {
         }
     });
     let router = Proc::router(&upstream, &dead_url(), dir.path(), &[]);
-    let small = client().get(router.url("/small")).send().await.expect("a first request");
+    let small = client()
+        .get(router.url("/small"))
+        .send()
+        .await
+        .expect("a first request");
     assert_eq!(small.text().await.expect("small body"), "ok");
     let before = peak_rss(router.pid());
 
