@@ -28,6 +28,9 @@ use vigie_telemetry::Color;
 use crate::guard::check::{
     evaluate, evaluate_slo, measure, rate_window, Check, CheckResult, RollbackReason, Selector, Thresholds,
 };
+use vigie_telemetry::event_at;
+use vigie_telemetry::logging::Level;
+
 use crate::guard_record::{GuardRecord, Verdict, VerdictResult};
 use crate::metrics::RouterMetrics;
 use crate::prometheus_api::PrometheusApi;
@@ -339,23 +342,14 @@ impl Guard {
             (true, false) => "refuse",
             (true, true) => "switch (forced)",
         };
-        macro_rules! log {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "guard", $level,
-                    color = %color, role = "standby", result = check.result.as_str(),
-                    error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
-                    window_seconds = check.window_seconds, instance_age_seconds = check.instance_age_seconds,
-                    decision, detail = %check.message,
-                    "guard precheck"
-                )
-            };
-        }
-        if failing {
-            log!(tracing::Level::WARN);
-        } else {
-            log!(tracing::Level::INFO);
-        }
+        event_at!(
+            target: "guard", if failing { Level::WARN } else { Level::INFO },
+            color = %color, role = "standby", result = check.result.as_str(),
+            error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
+            window_seconds = check.window_seconds, instance_age_seconds = check.instance_age_seconds,
+            decision, detail = %check.message,
+            "guard precheck"
+        );
         Precheck {
             check,
             refused: failing && !force,
@@ -639,22 +633,18 @@ impl Guard {
     /// this guard is no longer the running one.
     fn record(&self, job: &Job, check: &Check) -> bool {
         self.metrics.guard_check(check.result);
-        macro_rules! log {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "guard", $level,
-                    color = %job.color, result = check.result.as_str(), error_ratio = check.error_ratio,
-                    p95_seconds = check.p95_seconds, requests = check.requests, window_seconds = check.window_seconds,
-                    instance_age_seconds = check.instance_age_seconds,
-                    time_left_seconds = seconds_until(job.end), detail = %check.message,
-                    "guard check"
-                )
-            };
-        }
-        match check.result {
-            CheckResult::Ok | CheckResult::InsufficientData => log!(tracing::Level::INFO),
-            CheckResult::Breach | CheckResult::PrometheusError => log!(tracing::Level::WARN),
-        }
+        let level = match check.result {
+            CheckResult::Ok | CheckResult::InsufficientData => Level::INFO,
+            CheckResult::Breach | CheckResult::PrometheusError => Level::WARN,
+        };
+        event_at!(
+            target: "guard", level,
+            color = %job.color, result = check.result.as_str(), error_ratio = check.error_ratio,
+            p95_seconds = check.p95_seconds, requests = check.requests, window_seconds = check.window_seconds,
+            instance_age_seconds = check.instance_age_seconds,
+            time_left_seconds = seconds_until(job.end), detail = %check.message,
+            "guard check"
+        );
         let mut state = lock(&self.state);
         if !state.is_current(job) {
             return false;
@@ -683,55 +673,53 @@ impl Guard {
             .switcher
             .rollback_detached(job.from, reason.as_str(), job.switch_number)
             .await;
-        macro_rules! log {
-            ($level:expr, $result:expr, $error:expr) => {
-                tracing::event!(
-                    target: "guard", $level,
-                    color = %job.color, to = %job.from, reason = reason.as_str(), result = $result,
-                    error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
-                    window_seconds = check.window_seconds, detail = %check.message, error = $error,
-                    "guard rollback"
-                )
-            };
-        }
-        let (verdict, text) = match outcome {
+        let (level, result, error, verdict, text) = match &outcome {
             Ok(Some(outcome)) if outcome.result == "ok" => {
                 self.metrics.guard_rollback(reason);
-                log!(tracing::Level::WARN, "ok", None::<&str>);
                 (
+                    Level::WARN,
+                    "ok",
+                    None,
                     VerdictResult::RolledBack,
                     format!("{}: {}; switched back to {}", reason.as_str(), check.message, job.from),
                 )
             }
-            Ok(Some(outcome)) => {
-                log!(tracing::Level::ERROR, outcome.result, Some(outcome.reason.as_str()));
-                (
-                    VerdictResult::RollbackFailed,
-                    format!(
-                        "{}: {}; the switch back to {} was {}: {}",
-                        reason.as_str(),
-                        check.message,
-                        job.from,
-                        outcome.result,
-                        outcome.reason
-                    ),
-                )
-            }
-            Ok(None) => {
-                log!(tracing::Level::INFO, "superseded", None::<&str>);
-                (
-                    VerdictResult::Cancelled,
-                    "superseded by another switch before the rollback".to_owned(),
-                )
-            }
-            Err(error) => {
-                log!(tracing::Level::ERROR, "failed", Some(error.as_str()));
-                (
-                    VerdictResult::RollbackFailed,
-                    format!("the switch back to {} failed: {error}", job.from),
-                )
-            }
+            Ok(Some(outcome)) => (
+                Level::ERROR,
+                outcome.result,
+                Some(outcome.reason.as_str()),
+                VerdictResult::RollbackFailed,
+                format!(
+                    "{}: {}; the switch back to {} was {}: {}",
+                    reason.as_str(),
+                    check.message,
+                    job.from,
+                    outcome.result,
+                    outcome.reason
+                ),
+            ),
+            Ok(None) => (
+                Level::INFO,
+                "superseded",
+                None,
+                VerdictResult::Cancelled,
+                "superseded by another switch before the rollback".to_owned(),
+            ),
+            Err(error) => (
+                Level::ERROR,
+                "failed",
+                Some(error.as_str()),
+                VerdictResult::RollbackFailed,
+                format!("the switch back to {} failed: {error}", job.from),
+            ),
         };
+        event_at!(
+            target: "guard", level,
+            color = %job.color, to = %job.from, reason = reason.as_str(), result,
+            error_ratio = check.error_ratio, p95_seconds = check.p95_seconds, requests = check.requests,
+            window_seconds = check.window_seconds, detail = %check.message, error,
+            "guard rollback"
+        );
         self.end(job, verdict, text);
     }
 
@@ -769,20 +757,20 @@ impl Guard {
         let (error_ratio, p95_seconds, requests) = check
             .as_ref()
             .map_or((None, None, None), |c| (c.error_ratio, c.p95_seconds, c.requests));
-        macro_rules! log {
-            ($level:expr, $msg:literal) => {
-                tracing::event!(
-                    target: "guard", $level,
-                    color = %job.color, result = verdict.as_str(), checks, ok_checks = tally_ok,
-                    error_ratio, p95_seconds, requests, reason = %text,
-                    $msg
-                )
-            };
-        }
         if verdict == VerdictResult::Passed {
-            log!(tracing::Level::INFO, "guard passed");
+            tracing::info!(
+                target: "guard",
+                color = %job.color, result = verdict.as_str(), checks, ok_checks = tally_ok,
+                error_ratio, p95_seconds, requests, reason = %text,
+                "guard passed"
+            );
         } else {
-            log!(tracing::Level::WARN, "guard ended");
+            tracing::warn!(
+                target: "guard",
+                color = %job.color, result = verdict.as_str(), checks, ok_checks = tally_ok,
+                error_ratio, p95_seconds, requests, reason = %text,
+                "guard ended"
+            );
         }
         self.end(job, verdict, text);
     }

@@ -370,45 +370,20 @@ impl Drop for Exchange {
             span.end();
             traces::ids(cx)
         });
-        let trace_id = ids.as_ref().map(|i| i.trace_id.as_str());
-        let span_id = ids.as_ref().map(|i| i.span_id.as_str());
-        // Plain &str fields take the logger's fast path (no fmt machinery);
-        // an Option field is left out of the line when None.
-        let error = self.error.as_deref();
-        let request_id = self.request_id.to_str().unwrap_or_default();
-        macro_rules! log {
-            ($level:expr) => {
-                if !tracing::enabled!(target: "http", $level) {
-                } else if vigie_telemetry::logging::direct_enabled() {
-                    // The same line as the event below, without `tracing`'s
-                    // per-field dispatch.
-                    vigie_telemetry::logging::write_line($level, "http", "request", |f| {
-                        f.plain_str("method", self.method.as_str())
-                            .str("path", &self.path)
-                            .u64("status", u64::from(self.status))
-                            .millis("duration_ms", duration)
-                            .str("request_id", request_id)
-                            .str("upstream_color", self.color.as_str())
-                            .opt_str("error", error)
-                            .opt_plain_str("trace_id", trace_id)
-                            .opt_plain_str("span_id", span_id);
-                    });
-                } else {
-                    let duration_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-                    tracing::event!(
-                        target: "http", $level,
-                        method = self.method.as_str(), path = self.path.as_str(), status = self.status, duration_ms,
-                        request_id, upstream_color = self.color.as_str(), error,
-                        trace_id, span_id,
-                        "request"
-                    )
-                }
-            };
-        }
-        match self.status {
-            500.. => log!(tracing::Level::ERROR),
-            400..=499 => log!(tracing::Level::WARN),
-            _ => log!(tracing::Level::INFO),
-        }
+        vigie_telemetry::logging::log_request(
+            vigie_telemetry::logging::level_for_status(self.status),
+            &vigie_telemetry::logging::RequestLine {
+                method: self.method.as_str(),
+                route: None,
+                path: &self.path,
+                status: self.status,
+                duration,
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                upstream_color: Some(self.color.as_str()),
+                error: self.error.as_deref(),
+                trace_id: ids.as_ref().map(|i| i.trace_id.as_str()),
+                span_id: ids.as_ref().map(|i| i.span_id.as_str()),
+            },
+        );
     }
 }

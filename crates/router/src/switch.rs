@@ -13,6 +13,9 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use vigie_telemetry::Color;
 
+use vigie_telemetry::event_at;
+use vigie_telemetry::logging::Level;
+
 use crate::guard_record::GuardRecord;
 use crate::health::{self, HealthCheck};
 use crate::metrics::RouterMetrics;
@@ -293,26 +296,22 @@ impl Switcher {
         self.metrics.switch(outcome.from, outcome.to, outcome.result);
         // Left out of the line when there are none.
         let errors = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
-        macro_rules! log {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "switch", $level,
-                    from = %outcome.from, to = %outcome.to, from_version = %outcome.from_version,
-                    to_version = %outcome.to_version, kind = outcome.kind.as_str(), result = outcome.result, reason = %outcome.reason,
-                    checks = outcome.checks, check_ms = outcome.check_ms, drained = outcome.drained,
-                    drain_ms = outcome.drain_ms, in_flight_left = outcome.in_flight_left,
-                    total_ms = outcome.total_ms, errors, since = %rfc3339(self.routing.since()),
-                    "switch"
-                )
-            };
-        }
-        if !outcome.errors.is_empty() {
-            log!(tracing::Level::ERROR);
+        let level = if !outcome.errors.is_empty() {
+            Level::ERROR
         } else if outcome.result == "refused" || !outcome.drained {
-            log!(tracing::Level::WARN);
+            Level::WARN
         } else {
-            log!(tracing::Level::INFO);
-        }
+            Level::INFO
+        };
+        event_at!(
+            target: "switch", level,
+            from = %outcome.from, to = %outcome.to, from_version = %outcome.from_version,
+            to_version = %outcome.to_version, kind = outcome.kind.as_str(), result = outcome.result, reason = %outcome.reason,
+            checks = outcome.checks, check_ms = outcome.check_ms, drained = outcome.drained,
+            drain_ms = outcome.drain_ms, in_flight_left = outcome.in_flight_left,
+            total_ms = outcome.total_ms, errors, since = %rfc3339(self.routing.since()),
+            "switch"
+        );
         outcome
     }
 }

@@ -441,7 +441,7 @@ impl Tracked {
     }
 }
 
-/// The request's log line: debug for probes, error for 5xx, warn for 4xx.
+/// The request's log line: debug for probes, else by status.
 fn log_request(
     labels: &HttpLabels,
     method: &str,
@@ -451,45 +451,26 @@ fn log_request(
     request_id: &str,
     ids: Option<&TraceIds>,
 ) {
-    let trace_id = ids.map(|i| i.trace_id.as_str());
-    let span_id = ids.map(|i| i.span_id.as_str());
-    macro_rules! log_at {
-        ($level:expr) => {
-            if !tracing::enabled!(target: "http", $level) {
-            } else if crate::logging::direct_enabled() {
-                // The same line as the event below, without `tracing`'s
-                // per-field dispatch: about half the cost of a request's log.
-                crate::logging::write_line($level, "http", "request", |f| {
-                    f.plain_str("method", method)
-                        .str("route", &labels.route)
-                        .str("path", path)
-                        .u64("status", u64::from(status))
-                        .millis("duration_ms", elapsed)
-                        .str("request_id", request_id)
-                        .opt_plain_str("trace_id", trace_id)
-                        .opt_plain_str("span_id", span_id);
-                });
-            } else {
-                let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-                tracing::event!(
-                    target: "http", $level,
-                    method, route = labels.route.as_ref(), path,
-                    status, duration_ms, request_id,
-                    trace_id, span_id,
-                    "request"
-                )
-            }
-        };
-    }
-    if is_probe(&labels.route) {
-        log_at!(tracing::Level::DEBUG);
-    } else if status >= 500 {
-        log_at!(tracing::Level::ERROR);
-    } else if status >= 400 {
-        log_at!(tracing::Level::WARN);
+    let level = if is_probe(&labels.route) {
+        crate::logging::Level::DEBUG
     } else {
-        log_at!(tracing::Level::INFO);
-    }
+        crate::logging::level_for_status(status)
+    };
+    crate::logging::log_request(
+        level,
+        &crate::logging::RequestLine {
+            method,
+            route: Some(&labels.route),
+            path,
+            status,
+            duration: elapsed,
+            request_id,
+            upstream_color: None,
+            error: None,
+            trace_id: ids.map(|i| i.trace_id.as_str()),
+            span_id: ids.map(|i| i.span_id.as_str()),
+        },
+    );
 }
 
 struct InFlightGuard<'a>(&'a AtomicI64);
