@@ -32,7 +32,7 @@ use vigie_telemetry::{exposition, Color, Registry};
 use crate::error::{json_error, AdminError};
 use crate::guard::{Guard, Precheck};
 use crate::state_file::rfc3339;
-use crate::switch::Switcher;
+use crate::switch::{SwitchResult, Switcher};
 
 /// The admin bearer token; its `Debug` form never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,14 +45,11 @@ impl AdminToken {
         std::env::var(Self::ENV).ok().filter(|t| !t.is_empty()).map(AdminToken)
     }
 
-    /// Compares in time independent of where the first difference is.
+    /// Compares in time independent of where the first difference is
+    /// (`subtle`; only a length difference answers early).
     pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, byte) in a.iter().enumerate() {
-            diff |= usize::from(byte ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
     }
 }
 
@@ -353,7 +350,7 @@ async fn switch(
         }
         fields.insert("guard".into(), json!(admin.guard.status()));
     }
-    Ok(if outcome.result == "refused" {
+    Ok(if outcome.result == SwitchResult::Refused {
         json_error(StatusCode::CONFLICT, "not_ready", &outcome.reason, Some(body))
     } else {
         (StatusCode::OK, Json(body)).into_response()

@@ -56,7 +56,8 @@ mod tests {
 
     #[test]
     fn replaces_the_file_and_leaves_no_temp_file() {
-        let dir = std::env::temp_dir().join(format!("vigie-atomic-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
         let path = dir.join("sub").join("f.json");
         write_blocking(&path, b"one").expect("first write");
         write_blocking(&path, b"two").expect("second write");
@@ -67,7 +68,6 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

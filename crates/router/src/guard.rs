@@ -16,9 +16,10 @@
 pub mod check;
 mod status;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -35,7 +36,7 @@ use crate::guard_record::{GuardRecord, Verdict, VerdictResult};
 use crate::metrics::RouterMetrics;
 use crate::prometheus_api::PrometheusApi;
 use crate::state_file::{now_ms, rfc3339};
-use crate::switch::{SwitchOutcome, Switcher};
+use crate::switch::{SwitchOutcome, SwitchResult, Switcher};
 
 pub use self::status::{GuardStatus, LastCheck, Settings};
 
@@ -190,11 +191,6 @@ pub struct GuardSettings {
     pub slos: Option<Arc<vigie_slo::Slos>>,
 }
 
-/// A poisoned lock only means a panic elsewhere; the plain values inside stay usable.
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn seconds_until(end: Instant) -> u64 {
     end.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u64
 }
@@ -236,7 +232,7 @@ impl Guard {
         let guard = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = guard.switcher.switch(to, &reason).await;
-            if outcome.result == "ok" {
+            if outcome.result == SwitchResult::Ok {
                 let cancelled = guard.cancel(&format!("superseded by a switch to {to}"));
                 if let Some(window) = window {
                     let since = guard.switcher.routing.since();
@@ -386,7 +382,7 @@ impl Guard {
     fn run(self: &Arc<Self>, make: impl FnOnce(u64) -> Job, message: &'static str) {
         let (cancel, cancelled) = watch::channel(false);
         let job = {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             let _ = self.cancel_locked(&mut state, "replaced by a new guarded switch");
             state.next_id += 1;
             let job = make(state.next_id);
@@ -441,7 +437,7 @@ impl Guard {
             by_slo: record.by_slo,
         };
         if let Some(verdict) = record.verdict.clone() {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             state.next_id += 1;
             state.job = Some(job(state.next_id));
             state.verdict = Some(verdict);
@@ -478,13 +474,13 @@ impl Guard {
             None => self.run(job, "guard resumed"),
             Some((result, reason)) => {
                 {
-                    let mut state = lock(&self.state);
+                    let mut state = self.state.lock();
                     state.next_id += 1;
                     state.job = Some(job(state.next_id));
                     state.running = true;
                 }
                 tracing::warn!(target: "guard", color = %record.color, result = result.as_str(), reason = %reason, "guard ended");
-                let job = lock(&self.state).job.clone();
+                let job = self.state.lock().job.clone();
                 if let Some(job) = job {
                     self.end(&job, result, reason);
                 }
@@ -497,7 +493,7 @@ impl Guard {
     pub fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_waiters();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if let Some(cancel) = state.cancel.take() {
             let _ = cancel.send(true);
         }
@@ -510,7 +506,7 @@ impl Guard {
     /// Ends the running guard, if any, with a `cancelled` verdict (true
     /// then). A guard already switching back finishes that instead.
     pub fn cancel(&self, reason: &str) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         self.cancel_locked(&mut state, reason)
     }
 
@@ -538,7 +534,7 @@ impl Guard {
     }
 
     pub fn status(&self) -> GuardStatus {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         let job = state.job.as_ref();
         GuardStatus {
             running: state.running,
@@ -645,7 +641,7 @@ impl Guard {
             time_left_seconds = seconds_until(job.end), detail = %check.message,
             "guard check"
         );
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if !state.is_current(job) {
             return false;
         }
@@ -663,7 +659,7 @@ impl Guard {
     /// Switches back to the color the guarded switch came from.
     async fn roll_back(self: &Arc<Self>, job: &Job, reason: RollbackReason, check: &Check) {
         {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             if !state.is_current(job) {
                 return;
             }
@@ -674,7 +670,7 @@ impl Guard {
             .rollback_detached(job.from, reason.as_str(), job.switch_number)
             .await;
         let (level, result, error, verdict, text) = match &outcome {
-            Ok(Some(outcome)) if outcome.result == "ok" => {
+            Ok(Some(outcome)) if outcome.result == SwitchResult::Ok => {
                 self.metrics.guard_rollback(reason);
                 (
                     Level::WARN,
@@ -686,7 +682,7 @@ impl Guard {
             }
             Ok(Some(outcome)) => (
                 Level::ERROR,
-                outcome.result,
+                outcome.result.as_str(),
                 Some(outcome.reason.as_str()),
                 VerdictResult::RollbackFailed,
                 format!(
@@ -694,7 +690,7 @@ impl Guard {
                     reason.as_str(),
                     check.message,
                     job.from,
-                    outcome.result,
+                    outcome.result.as_str(),
                     outcome.reason
                 ),
             ),
@@ -726,7 +722,7 @@ impl Guard {
     /// The end of the window without a rollback.
     fn finish(self: &Arc<Self>, job: &Job) {
         let (tally_ok, checks, last) = {
-            let state = lock(&self.state);
+            let state = self.state.lock();
             (state.tally.ok, state.tally.checks, state.last.clone())
         };
         let last_result = last.as_ref().map(|l| l.check.result);
@@ -777,7 +773,7 @@ impl Guard {
 
     /// Records the verdict of `job` if it is still the current guard.
     fn end(self: &Arc<Self>, job: &Job, result: VerdictResult, reason: String) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if state.job.as_ref().map(|j| j.id) != Some(job.id) || (!state.running && !state.rolling_back) {
             return;
         }

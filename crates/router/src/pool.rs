@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 
 /// How long an idle connection may be reused after its last response.
@@ -199,8 +200,7 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        // A panic while holding the lock leaves a valid queue behind.
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle.lock()
     }
 }
 

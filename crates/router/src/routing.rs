@@ -2,7 +2,9 @@
 //! (one atomic load); changed only by a switch.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use time::OffsetDateTime;
 use vigie_telemetry::Color;
@@ -61,7 +63,7 @@ impl Routing {
 
     /// When the active color became active.
     pub fn since(&self) -> OffsetDateTime {
-        *self.since.lock().unwrap_or_else(|p| p.into_inner())
+        *self.since.lock()
     }
 
     pub fn switches(&self) -> u64 {
@@ -71,7 +73,7 @@ impl Routing {
     /// Makes `color` active from now on; only the switch calls this, under
     /// its lock, so `since` and the count follow the color they belong to.
     pub fn activate(&self, color: Color, at: OffsetDateTime) {
-        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self.since.lock() = at;
         self.switches.fetch_add(1, Ordering::Relaxed);
         self.active.store(encode(color), Ordering::SeqCst);
     }

@@ -95,7 +95,8 @@ mod tests {
 
     #[tokio::test]
     async fn saves_and_loads_and_reports_missing_or_corrupt_files() {
-        let dir = std::env::temp_dir().join(format!("vigie-state-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
         let file = StateFile::new(dir.join("state.json"));
         assert!(matches!(file.load(), Ok(None)));
         let state = SavedState {
@@ -134,6 +135,5 @@ mod tests {
         );
         std::fs::write(file.path(), "{\"active\":\"purple\"").expect("corrupt");
         assert!(matches!(file.load(), Err(LoadError::Parse { .. })));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

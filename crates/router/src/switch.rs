@@ -43,11 +43,32 @@ impl SwitchKind {
     }
 }
 
+/// How a switch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchResult {
+    /// Traffic moved to the target color.
+    Ok,
+    /// The target was already active: nothing changed.
+    Noop,
+    /// The target did not become ready: nothing changed.
+    Refused,
+}
+
+impl SwitchResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchResult::Ok => "ok",
+            SwitchResult::Noop => "noop",
+            SwitchResult::Refused => "refused",
+        }
+    }
+}
+
 /// What a switch did; the admin API's response body.
 #[derive(Debug, Clone, Serialize)]
 pub struct SwitchOutcome {
-    /// `ok`, `noop` or `refused`.
-    pub result: &'static str,
+    pub result: SwitchResult,
     pub from: Color,
     pub to: Color,
     /// The versions the two colors said they run (readiness answers), or `unknown`.
@@ -84,7 +105,7 @@ pub struct Switcher {
     pub drain_timeout: Duration,
     lock: Mutex<()>,
     /// The guard's record, saved with the state ([`Switcher::persist`]).
-    guard_record: std::sync::Mutex<Option<GuardRecord>>,
+    guard_record: parking_lot::Mutex<Option<GuardRecord>>,
     /// Serializes state file writes; each writes the state of its moment.
     save_lock: Mutex<()>,
 }
@@ -112,18 +133,18 @@ impl Switcher {
             deploy_timeout,
             drain_timeout,
             lock: Mutex::new(()),
-            guard_record: std::sync::Mutex::new(None),
+            guard_record: parking_lot::Mutex::new(None),
             save_lock: Mutex::new(()),
         }
     }
 
     pub fn guard_record(&self) -> Option<GuardRecord> {
-        self.guard_record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.guard_record.lock().clone()
     }
 
     /// Sets the guard's record; [`Switcher::persist`] saves it.
     pub fn set_guard_record(&self, record: Option<GuardRecord>) {
-        *self.guard_record.lock().unwrap_or_else(|p| p.into_inner()) = record;
+        *self.guard_record.lock() = record;
     }
 
     /// Saves the state as it is now (active color, switch count, guard
@@ -200,7 +221,7 @@ impl Switcher {
         let started = Instant::now();
         let from = self.routing.active();
         let mut outcome = SwitchOutcome {
-            result: "noop",
+            result: SwitchResult::Noop,
             from,
             to,
             from_version: self.routing.upstream(from).version(),
@@ -233,7 +254,7 @@ impl Switcher {
             Ok(checks) => outcome.checks = checks,
             Err(not_ready) => {
                 target.set_state(TargetState::Standby, "not ready");
-                outcome.result = "refused";
+                outcome.result = SwitchResult::Refused;
                 outcome.checks = not_ready.checks;
                 outcome.reason = format!(
                     "{to} is not ready: {} consecutive successful checks of {} not reached within {} ms (last error: {})",
@@ -248,7 +269,7 @@ impl Switcher {
 
         let now = now_ms();
         self.routing.activate(to, now);
-        outcome.result = "ok";
+        outcome.result = SwitchResult::Ok;
         outcome.active = to;
         target.set_state(TargetState::Active, reason);
         let old = self.routing.upstream(from);
@@ -293,12 +314,12 @@ impl Switcher {
     fn finish(&self, mut outcome: SwitchOutcome, started: Instant) -> SwitchOutcome {
         outcome.total_ms = millis(started.elapsed());
         outcome.switch_number = self.routing.switches();
-        self.metrics.switch(outcome.from, outcome.to, outcome.result);
+        self.metrics.switch(outcome.from, outcome.to, outcome.result.as_str());
         // Left out of the line when there are none.
         let errors = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
         let level = if !outcome.errors.is_empty() {
             Level::ERROR
-        } else if outcome.result == "refused" || !outcome.drained {
+        } else if outcome.result == SwitchResult::Refused || !outcome.drained {
             Level::WARN
         } else {
             Level::INFO
@@ -306,7 +327,7 @@ impl Switcher {
         event_at!(
             target: "switch", level,
             from = %outcome.from, to = %outcome.to, from_version = %outcome.from_version,
-            to_version = %outcome.to_version, kind = outcome.kind.as_str(), result = outcome.result, reason = %outcome.reason,
+            to_version = %outcome.to_version, kind = outcome.kind.as_str(), result = outcome.result.as_str(), reason = %outcome.reason,
             checks = outcome.checks, check_ms = outcome.check_ms, drained = outcome.drained,
             drain_ms = outcome.drain_ms, in_flight_left = outcome.in_flight_left,
             total_ms = outcome.total_ms, errors, since = %rfc3339(self.routing.since()),

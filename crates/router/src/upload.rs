@@ -6,7 +6,9 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -32,7 +34,7 @@ impl UploadWatch {
 
     /// Why the body could not be read, in plain words, if it could not.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failure.lock().clone()
     }
 }
 
@@ -71,7 +73,7 @@ impl Body for ClientUpload {
             Poll::Ready(None) => watch.finished.store(true, Ordering::Release),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => watch.finished.store(true, Ordering::Release),
             Poll::Ready(Some(Err(error))) => {
-                *watch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(plain_words(error));
+                *watch.failure.lock() = Some(plain_words(error));
             }
             _ => {}
         }

@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
+use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use vigie_telemetry::Color;
@@ -168,26 +169,26 @@ impl Upstream {
     }
 
     pub fn state(&self) -> TargetState {
-        *lock(&self.state)
+        *self.state.lock()
     }
 
     /// Moves to `next` and logs the transition with the state it left.
     pub fn set_state(&self, next: TargetState, reason: &str) {
-        let previous = std::mem::replace(&mut *lock(&self.state), next);
+        let previous = std::mem::replace(&mut *self.state.lock(), next);
         if previous != next {
             tracing::info!(color = %self.color, from = %previous, to = %next, reason, "target state");
         }
     }
 
     pub fn health(&self) -> Health {
-        lock(&self.health).clone()
+        self.health.lock().clone()
     }
 
     /// Records a probe result; returns the previous `healthy` value and
     /// whether the version changed (a redeployed color).
     pub fn record_health(&self, result: Result<Option<String>, ProbeFailure>) -> (Option<bool>, bool) {
         let now = time::OffsetDateTime::now_utc();
-        let mut health = lock(&self.health);
+        let mut health = self.health.lock();
         let previous = health.healthy;
         health.healthy = Some(result.is_ok());
         health.checked_at = Some(now);
@@ -213,7 +214,7 @@ impl Upstream {
     /// The version of a readiness answer outside the background probe (a
     /// switch's checks); a new one means a new instance.
     pub fn record_version(&self, version: Option<String>) {
-        let mut health = lock(&self.health);
+        let mut health = self.health.lock();
         if health.gone || (health.version.is_some() && health.version != version) {
             health.ready_since = Some(time::OffsetDateTime::now_utc());
             health.gone = false;
@@ -223,17 +224,12 @@ impl Upstream {
 
     /// The version the upstream last said it runs, or `unknown`.
     pub fn version(&self) -> String {
-        lock(&self.health)
+        self.health
+            .lock()
             .version
             .clone()
             .unwrap_or_else(|| "unknown".to_owned())
     }
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the
-/// plain values inside are still consistent, so carry on.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One in-flight request on an upstream.

@@ -7,9 +7,11 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 /// How long a line may wait before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(5);
@@ -49,11 +51,8 @@ impl BufferedLines {
                 let mut out = Vec::new();
                 loop {
                     let stopping = {
-                        let buffer = worker.buffer.lock().unwrap_or_else(|p| p.into_inner());
-                        let (mut buffer, _) = worker
-                            .wake
-                            .wait_timeout(buffer, FLUSH_EVERY)
-                            .unwrap_or_else(|p| p.into_inner());
+                        let mut buffer = worker.buffer.lock();
+                        let _ = worker.wake.wait_for(&mut buffer, FLUSH_EVERY);
                         std::mem::swap(&mut *buffer, &mut out);
                         worker.stop.load(Ordering::Acquire)
                     };
@@ -63,7 +62,7 @@ impl BufferedLines {
                         let _ = sink.flush();
                         out.clear();
                     }
-                    if stopping && worker.buffer.lock().map(|b| b.is_empty()).unwrap_or(true) {
+                    if stopping && worker.buffer.lock().is_empty() {
                         return;
                     }
                 }
@@ -81,7 +80,7 @@ impl BufferedLines {
 
     /// Appends one complete line, or counts it as dropped when the buffer is full.
     pub fn push(&self, line: &[u8]) {
-        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buffer = self.shared.buffer.lock();
         if buffer.len() + line.len() > MAX_BUFFERED_BYTES {
             drop(buffer);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -133,10 +132,7 @@ pub(crate) struct MemorySink(pub(crate) Arc<Mutex<Vec<u8>>>);
 #[cfg(test)]
 impl Write for MemorySink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::ErrorKind::Other)?
-            .extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -156,7 +152,7 @@ mod tests {
             lines.push(format!("line {i}\n").as_bytes());
         }
         drop(guard);
-        let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf8");
+        let text = String::from_utf8(sink.0.lock().clone()).expect("utf8");
         let got: Vec<&str> = text.lines().collect();
         assert_eq!(got.len(), 10_000);
         assert_eq!(got[9_999], "line 9999");

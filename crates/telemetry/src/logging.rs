@@ -693,7 +693,7 @@ mod tests {
                 "request"
             );
         });
-        let through_tracing = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf8");
+        let through_tracing = String::from_utf8(capture.0.lock().clone()).expect("utf8");
         let mut buffers = LineBuffers::default();
         format_line(
             &mut buffers,
@@ -741,7 +741,7 @@ mod tests {
                 "half \"quoted\"\nline"
             );
         });
-        let bytes = capture.0.lock().expect("lock").clone();
+        let bytes = capture.0.lock().clone();
         let text = String::from_utf8(bytes).expect("utf8");
         let lines: Vec<Value> = text
             .lines()

@@ -7,8 +7,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-/// Linux reports CPU times in clock ticks; USER_HZ is 100 on every
-/// architecture Linux supports for user space ABI purposes.
+/// Linux reports CPU times in /proc in clock ticks of USER_HZ, which the
+/// kernel fixes at 100 for its user-space ABI on every architecture it
+/// supports (whatever its internal HZ). Kept as a constant: reading it with
+/// `sysconf(_SC_CLK_TCK)` takes unsafe code (the crate forbids it), and the
+/// `procfs` crate would bring a dependency tree for one constant.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Debug, Default)]

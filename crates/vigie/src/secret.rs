@@ -58,7 +58,8 @@ mod tests {
 
     #[tokio::test]
     async fn generates_once_then_keeps_and_honours_a_given_value() {
-        let dir = std::env::temp_dir().join(format!("vigie-secret-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
         let file = dir.join("sub").join("pw");
         run(Args {
             file: file.clone(),
@@ -83,6 +84,5 @@ mod tests {
         .await
         .expect("given");
         assert_eq!(std::fs::read_to_string(&file).expect("read"), "chosen");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -104,31 +104,25 @@ fn parse_headers(list: &str) -> Result<Vec<(String, String)>, String> {
             .split_once('=')
             .ok_or_else(|| format!("{pair:?} is not key=value"))?;
         let key = key.trim();
-        let value = percent_decode(value.trim()).ok_or_else(|| format!("{pair:?}: bad percent-encoding"))?;
+        let value = value.trim();
+        // The crate keeps a `%` without two hex digits as it is; a typo in
+        // a secret is better an error at start-up.
+        let malformed = value.match_indices('%').any(|(at, _)| {
+            !value
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()
+            .filter(|_| !malformed)
+            .ok_or_else(|| format!("{pair:?}: bad percent-encoding"))?
+            .into_owned();
         http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| format!("{key:?} is not a header name"))?;
         http::HeaderValue::from_str(&value).map_err(|_| format!("the value of {key:?} is not a header value"))?;
         headers.push((key.to_owned(), value));
     }
     Ok(headers)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Posts batches of spans to an OTLP/HTTP receiver, blocking the calling

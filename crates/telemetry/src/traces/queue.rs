@@ -8,13 +8,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -80,7 +81,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        self.pending.lock()
     }
 }
 
@@ -138,7 +139,7 @@ impl QueueProcessor {
     }
 
     fn warn_rarely(&self, what: &str) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_warning.lock();
         if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
             *last = Some(Instant::now());
             tracing::warn!(
@@ -183,7 +184,9 @@ impl SpanProcessor for QueueProcessor {
         };
         match waiting {
             // Only the span that completes a batch wakes the exporter.
-            Some(BATCH_SPANS) => self.shared.wake.notify_one(),
+            Some(BATCH_SPANS) => {
+                self.shared.wake.notify_one();
+            }
             Some(_) => {}
             None => {
                 self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
@@ -204,17 +207,14 @@ impl SpanProcessor for QueueProcessor {
         self.shared.wake.notify_one();
         // A batch still in flight to a black-holed backend holds the
         // exporter for its whole timeout: shutdown does not wait for it.
-        if let Ok(exporter) = self.exporter.try_lock() {
+        if let Some(exporter) = self.exporter.try_lock() {
             exporter.shutdown(timeout)?;
         }
         flushed
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.exporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_resource(resource);
+        self.exporter.lock().set_resource(resource);
     }
 }
 
@@ -240,12 +240,7 @@ impl Exporter {
                     if left.is_zero() {
                         break;
                     }
-                    pending = self
-                        .shared
-                        .wake
-                        .wait_timeout(pending, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    let _ = self.shared.wake.wait_for(&mut pending, left);
                 }
                 std::mem::swap(&mut pending.spans, &mut taken);
                 (std::mem::take(&mut pending.flushes), pending.stop)
@@ -273,11 +268,7 @@ impl Exporter {
 
     fn send(&mut self, batch: Vec<SpanData>) {
         let spans = batch.len() as u64;
-        let result = self
-            .exporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .export_blocking(batch);
+        let result = self.exporter.lock().export_blocking(batch);
         match result {
             Ok(()) => {
                 self.stats.exported.fetch_add(spans, Ordering::Relaxed);
@@ -316,8 +307,8 @@ mod tests {
     impl SpanExporter for TestExporter {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
             self.exports_started.fetch_add(1, Ordering::Relaxed);
-            drop(self.gate.lock().unwrap_or_else(|p| p.into_inner()));
-            self.batches.lock().unwrap_or_else(|p| p.into_inner()).push(batch.len());
+            drop(self.gate.lock());
+            self.batches.lock().push(batch.len());
             if self.fail {
                 Err(OTelSdkError::InternalFailure("refused".into()))
             } else {
@@ -350,7 +341,7 @@ mod tests {
         let provider = provider(exporter.clone(), &stats);
         end_spans(&provider, 1300);
         provider.force_flush().expect("flush");
-        let batches = exporter.batches.lock().expect("batches").clone();
+        let batches = exporter.batches.lock().clone();
         assert_eq!(batches.iter().sum::<usize>(), 1300, "{batches:?}");
         assert!(batches.iter().all(|&n| n <= BATCH_SPANS), "{batches:?}");
         assert_eq!(count(&stats.exported), 1300);
@@ -363,7 +354,7 @@ mod tests {
         let exporter = TestExporter::default();
         let stats = ExportStats::default();
         let provider = provider(exporter.clone(), &stats);
-        let held = exporter.gate.lock().expect("gate");
+        let held = exporter.gate.lock();
         // The first full batch wakes the exporter, which then waits on the
         // gate; the queue fills behind it and the rest is dropped.
         end_spans(&provider, BATCH_SPANS);
@@ -395,7 +386,7 @@ mod tests {
         let exporter = TestExporter::default();
         let stats = ExportStats::default();
         let provider = provider(exporter.clone(), &stats);
-        let held = exporter.gate.lock().expect("gate");
+        let held = exporter.gate.lock();
         end_spans(&provider, BATCH_SPANS * 3);
         let started = Instant::now();
         let result = provider.shutdown_with_timeout(Duration::from_millis(300));
