@@ -82,22 +82,18 @@ pub struct AppState {
 
 /// Runs `vigie backend` until SIGTERM/SIGINT and the drain are over.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let log_guard = logging::init(
-        &config.log_level,
+    let filter = config.log_level.clone();
+    logging::run_logged(
+        &filter,
         vec![
             ("service", SERVICE.to_owned()),
             ("color", config.color.to_string()),
             ("version", VERSION.to_owned()),
         ],
         std::io::stdout(),
+        async |log_guard| serve(config, log_guard).await,
     )
-    .map_err(anyhow::Error::msg)?;
-    let result = serve(config, &log_guard).await;
-    if let Err(e) = &result {
-        tracing::error!(error = %format!("{e:#}"), "backend stopped on an error");
-    }
-    drop(log_guard); // flushes every queued line before exit
-    result
+    .await
 }
 
 async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<ExitCode> {

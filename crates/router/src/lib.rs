@@ -63,21 +63,16 @@ const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Runs `vigie router` until SIGTERM/SIGINT and the drain are over.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let log_guard = logging::init(
-        &config.log_level,
+    let filter = config.log_level.clone();
+    logging::run_logged(
+        &filter,
         vec![("service", SERVICE.to_owned()), ("version", VERSION.to_owned())],
-        // The log thread flushes whenever its queue is empty, so buffering
-        // adds no delay; under load it turns one write(2) per request line
-        // into one per batch.
+        // The log thread writes a batch at a time, so buffering adds no
+        // delay; under load it turns one write(2) per line into one per batch.
         std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stdout()),
+        async |log_guard| serve(config, log_guard).await,
     )
-    .map_err(anyhow::Error::msg)?;
-    let result = serve(config, &log_guard).await;
-    if let Err(e) = &result {
-        tracing::error!(error = %format!("{e:#}"), "router stopped on an error");
-    }
-    drop(log_guard); // flushes every queued line before exit
-    result
+    .await
 }
 
 /// The color to start on, from the state file: blue when there is none, and

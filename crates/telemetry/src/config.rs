@@ -46,7 +46,9 @@ impl std::str::FromStr for Color {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+/// Parses `250ms`, `10s`, `2m`, `1h`, `1.5s`; a bare number is seconds.
+/// Hand-written rather than `humantime`'s: that one takes neither a bare
+/// number nor a decimal, and the flags and their docs use both.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text

@@ -92,6 +92,25 @@ pub fn init<W: Write + Send + 'static>(
     Ok(LogGuard { lines, _writer: writer })
 }
 
+/// Runs a server role inside its logger, the same way for every role:
+/// installs the logger ([`init`]), runs `serve` (which may register the
+/// logger's metrics through the guard), logs the error that stopped it, if
+/// any, and flushes every queued line before returning.
+pub async fn run_logged<W: Write + Send + 'static>(
+    filter: &str,
+    static_fields: Vec<(&'static str, String)>,
+    writer: W,
+    serve: impl AsyncFnOnce(&LogGuard) -> anyhow::Result<std::process::ExitCode>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let log_guard = init(filter, static_fields, writer).map_err(anyhow::Error::msg)?;
+    let result = serve(&log_guard).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "stopped on an error");
+    }
+    drop(log_guard); // flushes every queued line
+    result
+}
+
 /// Where [`write_line`] writes: the installed logger's sink and fields.
 struct DirectSink {
     lines: BufferedLines,
