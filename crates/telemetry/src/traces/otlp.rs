@@ -5,6 +5,12 @@
 //! allocations per span on the export thread; this writes the same bytes
 //! without them (the tests decode both and compare).
 //!
+//! Kept over that route by a side-by-side measure (2026-12-02, callgrind,
+//! user-space instructions per request of every thread, 100% sampling,
+//! W3C context by the SDK in both): router 45,333 here against 50,877 with
+//! `opentelemetry-proto` + `prost` (+12%), backend 39,902 against 44,660
+//! (+12%); counts repeat within 1%.
+//!
 //! Configured by the standard variables ([`OtlpConfig::from_env`]); only the
 //! `http/protobuf` protocol, without compression, over plain HTTP.
 
