@@ -23,3 +23,26 @@ count_instructions() {
     total="$(awk '/^summary:/ {print $2}' "$dir/callgrind.$pid.1")"
     awk -v t="$total" -v n="$n" 'BEGIN {printf "%.0f", t / n}'
 }
+
+# count_proxies DIR ROUTER_PORT NGINX_PORT BLUE GREEN [ROUTER FLAG...]: sets
+# I_router and I_nginx, the instructions per request of `vigie router`
+# (target/release, its admin port ROUTER_PORT + 1) and of a one-process
+# nginx as the same proxy (bench/nginx-router.conf; n/a without nginx),
+# both in front of the backend BLUE (host:port).
+count_proxies() {
+    local dir="$1" router_port="$2" nginx_port="$3" blue="$4" green="$5"
+    shift 5
+    I_router=$(VIGIE_ADMIN_TOKEN=bench count_instructions "$dir" "http://127.0.0.1:$router_port/api/info" \
+        ./target/release/vigie router --listen "127.0.0.1:$router_port" --admin-listen "127.0.0.1:$((router_port + 1))" \
+        --blue "http://$blue" --green "http://$green" \
+        --state-file "$dir/counted-router/state.json" --targets-file "$dir/counted-router/targets.json" "$@")
+    I_nginx=n/a
+    command -v nginx >/dev/null || return 0
+    mkdir -p "$dir/counted-nginx"
+    { echo "master_process off;"
+      sed -e "s|@TMP@|$dir/counted-nginx|g" -e "s|@PORT@|$nginx_port|g" -e "s|@UPSTREAM@|$blue|g" \
+          -e "s|^worker_processes .*|worker_processes 1;|" bench/nginx-router.conf
+    } >"$dir/counted-nginx/nginx.conf"
+    I_nginx=$(count_instructions "$dir" "http://127.0.0.1:$nginx_port/api/info" \
+        nginx -p "$dir/counted-nginx" -c "$dir/counted-nginx/nginx.conf" -e "$dir/counted-nginx/error.log" -g 'daemon off;')
+}

@@ -30,23 +30,10 @@ full=$(count_instructions "$TMP" "$URL" ./target/release/vigie backend --color b
 # The proxies: the router and nginx configured as the same proxy
 # (bench/nginx-router.conf, one process), in front of a backend that runs
 # outside valgrind; only the proxy's instructions are counted.
-BACKEND_PORT=$((PORT + 1)) NGINX_PORT=$((PORT + 2)) ADMIN_PORT=$((PORT + 3))
+BACKEND_PORT=$((PORT + 2)) NGINX_PORT=$((PORT + 3))
 ./target/release/vigie backend --color blue --listen "127.0.0.1:$BACKEND_PORT" --database "$TMP/p.db" >/dev/null 2>&1 &
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$BACKEND_PORT/health/ready" && break; sleep 0.1; done
-router=$(VIGIE_ADMIN_TOKEN=bench count_instructions "$TMP" "$URL" ./target/release/vigie router \
-    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-    --blue "http://127.0.0.1:$BACKEND_PORT" --green "http://127.0.0.1:$((PORT + 4))" \
-    --state-file "$TMP/router/state.json" --targets-file "$TMP/router/targets.json")
-nginx_instructions=n/a
-if command -v nginx >/dev/null; then
-    mkdir -p "$TMP/nginx"
-    { echo "master_process off;"
-      sed -e "s|@TMP@|$TMP/nginx|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$BACKEND_PORT|g" \
-          -e "s|^worker_processes .*|worker_processes 1;|" bench/nginx-router.conf
-    } >"$TMP/nginx/nginx.conf"
-    nginx_instructions=$(count_instructions "$TMP" "http://127.0.0.1:$NGINX_PORT/api/info" \
-        nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" -g 'daemon off;')
-fi
+count_proxies "$TMP" "$PORT" "$NGINX_PORT" "127.0.0.1:$BACKEND_PORT" "127.0.0.1:$((PORT + 4))"
 echo
 echo "| GET /api/info | user-space instructions per request | vs bare |"
 echo "|---|---:|---:|"
@@ -56,5 +43,5 @@ done
 echo
 echo "| proxy, GET /api/info to a backend | user-space instructions per request | vs nginx |"
 echo "|---|---:|---:|"
-printf '| vigie router | %s | %s |\n' "$router" "$(awk -v a="$router" -v b="$nginx_instructions" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "n/a"}')"
-printf '| nginx (bench/nginx-router.conf, one process) | %s | 1.00 |\n' "$nginx_instructions"
+printf '| vigie router | %s | %s |\n' "$I_router" "$(awk -v a="$I_router" -v b="$I_nginx" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "n/a"}')"
+printf '| nginx (bench/nginx-router.conf, one process) | %s | 1.00 |\n' "$I_nginx"

@@ -197,17 +197,7 @@ if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && comm
     echo "bench: counting instructions per request with callgrind (about 30 s)..." >&2
     # shellcheck source=bench/callgrind.sh
     source bench/callgrind.sh
-    I_router=$(VIGIE_ADMIN_TOKEN=bench count_instructions "$TMP" "http://127.0.0.1:$((BASE + 6))/api/info" "$VIGIE" router \
-        --listen "127.0.0.1:$((BASE + 6))" --admin-listen "127.0.0.1:$((BASE + 7))" \
-        --blue "http://127.0.0.1:$BLUE_PORT" --green "http://127.0.0.1:$GREEN_PORT" \
-        --state-file "$TMP/router2/state.json" --targets-file "$TMP/targets2/backend.json" ${BENCH_ROUTER_ARGS:-})
-    mkdir -p "$TMP/nginx2"
-    { echo "master_process off;"
-      sed -e "s|@TMP@|$TMP/nginx2|g" -e "s|@PORT@|$((BASE + 8))|g" -e "s|@UPSTREAM@|127.0.0.1:$BLUE_PORT|g" \
-          -e "s|^worker_processes .*|worker_processes 1;|" bench/nginx-router.conf
-    } >"$TMP/nginx2/nginx.conf"
-    I_nginx=$(count_instructions "$TMP" "http://127.0.0.1:$((BASE + 8))/api/info" \
-        nginx -p "$TMP/nginx2" -c "$TMP/nginx2/nginx.conf" -e "$TMP/nginx2/error.log" -g 'daemon off;')
+    count_proxies "$TMP" "$((BASE + 6))" "$((BASE + 8))" "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT" ${BENCH_ROUTER_ARGS:-}
     echo
     echo "User-space instructions per request (callgrind, wrk -t1 -c4, the proxy alone):"
     echo

@@ -254,16 +254,16 @@ mod tests {
 
     use super::*;
 
+    fn authority_of(listener: &TcpListener) -> Authority {
+        let address = listener.local_addr().expect("addr");
+        address.to_string().parse().expect("authority")
+    }
+
     /// A server answering "ok" that counts the connections it accepted and
     /// closes each after `requests_per_connection` requests.
     async fn server(requests_per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let authority = authority_of(&listener);
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
         tokio::spawn(async move {
@@ -336,12 +336,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_listening_is_a_connect_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let authority = authority_of(&listener);
         drop(listener);
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         let error = get(&pool).await.expect_err("refused");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{client, require_program, Proc, TempDir};
+use crate::helpers::{client, require_program, Pair, Proc, TempDir};
 
 fn start(tag: &str, extra: &[&str]) -> (TempDir, Proc) {
     let dir = TempDir::new(tag);
@@ -15,14 +15,7 @@ fn start(tag: &str, extra: &[&str]) -> (TempDir, Proc) {
 }
 
 async fn metrics_text(app: &Proc) -> String {
-    client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
+    crate::helpers::scrape(&app.url("/metrics")).await
 }
 
 /// The value of the sample line starting with `series` (labels in encoding order).
@@ -458,10 +451,7 @@ async fn shutdown_turns_ready_503_finishes_in_flight_requests_and_exits_0() {
 
 #[tokio::test]
 async fn two_colors_on_one_database_see_each_others_writes() {
-    let dir = TempDir::new("shared-db");
-    let db = dir.join("shared.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir: _dir, blue, green } = Pair::start("shared-db");
     let http = client();
     let created: Value = http
         .post(blue.url("/api/tasks"))

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::helpers::{client, dead_url, free_port, require_program, vigie_bin, Proc, TempDir, ADMIN_TOKEN};
+use crate::helpers::{client, dead_url, free_port, require_program, vigie_bin, Pair, Proc, TempDir, ADMIN_TOKEN};
 use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
 
 /// A doctor run never takes longer (its own requests are bounded by
@@ -502,11 +502,8 @@ struct RealStack {
 
 impl RealStack {
     async fn start(tag: &str, with_alertmanager: bool) -> RealStack {
-        let dir = TempDir::new(tag);
+        let Pair { dir, blue, green } = Pair::start(tag);
         let config = copy_stack_config(&dir.join("prometheus"));
-        let db = dir.join("tasks.db");
-        let blue = Proc::backend("blue", &db, &[]);
-        let green = Proc::backend("green", &db, &[]);
         let targets_file = config.join("targets").join("backend.json");
         let router = Proc::router(
             &blue.url(""),
@@ -733,10 +730,7 @@ struct App {
 
 impl App {
     fn start(tag: &str) -> App {
-        let dir = TempDir::new(tag);
-        let db = dir.join("tasks.db");
-        let blue = Proc::backend("blue", &db, &[]);
-        let green = Proc::backend("green", &db, &[]);
+        let Pair { dir, blue, green } = Pair::start(tag);
         let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
         App {
             router,

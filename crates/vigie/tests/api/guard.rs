@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, dead_url, eventually, metric_value, Proc, TempDir, ADMIN_TOKEN};
+use crate::helpers::{client, dead_url, eventually, metric_value, Pair, Proc, TempDir, ADMIN_TOKEN};
 use crate::prometheus::{copy_stack_config, Prometheus};
 
 /// Router flags of every guard test: a check every 2 s, 10 requests to judge.
@@ -38,11 +38,8 @@ struct GuardStack {
 
 impl GuardStack {
     async fn start(tag: &str, green_flags: &[&str], router_flags: &[&str]) -> GuardStack {
-        let dir = TempDir::new(tag);
+        let Pair { dir, blue, green } = Pair::with_flags(tag, &[], green_flags);
         let config = copy_stack_config(&dir.join("prometheus"));
-        let db = dir.join("tasks.db");
-        let blue = Proc::backend("blue", &db, &[]);
-        let green = Proc::backend("green", &db, green_flags);
         let prometheus = Prometheus::start(&config).await;
         let targets_file = config.join("targets").join("backend.json");
         let prometheus_url = format!("http://{}", prometheus.addr);
@@ -586,10 +583,7 @@ async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
 
 #[tokio::test]
 async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
-    let dir = TempDir::new("guard-cancel");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("guard-cancel");
     // No Prometheus at all; with `keep`, the guard runs and reports its failed checks.
     let prometheus_url = dead_url();
     let flags = [
@@ -669,10 +663,7 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
 
 #[tokio::test]
 async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
-    let dir = TempDir::new("guard-interrupted");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("guard-interrupted");
     // A state file as a router stopped during a 2-minute guard an hour ago left it.
     let started = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     let rfc3339 = |t: time::OffsetDateTime| {

@@ -1,8 +1,6 @@
 //! Starts real `vigie` processes on 127.0.0.1 port 0 and reads their JSON
 //! log lines; every process is killed when its handle drops.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +35,29 @@ impl TempDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.path().join(name)
+    }
+}
+
+/// A blue and a green backend on one database (`<dir>/tasks.db`) in a
+/// fresh directory: what most router tests put a router in front of.
+pub struct Pair {
+    pub dir: TempDir,
+    pub blue: Proc,
+    pub green: Proc,
+}
+
+impl Pair {
+    pub fn start(tag: &str) -> Pair {
+        Pair::with_flags(tag, &[], &[])
+    }
+
+    /// With extra backend flags for each color (e.g. injected faults).
+    pub fn with_flags(tag: &str, blue_flags: &[&str], green_flags: &[&str]) -> Pair {
+        let dir = TempDir::new(tag);
+        let db = dir.join("tasks.db");
+        let blue = Proc::backend("blue", &db, blue_flags);
+        let green = Proc::backend("green", &db, green_flags);
+        Pair { dir, blue, green }
     }
 }
 
@@ -347,16 +368,9 @@ impl Proc {
         response.json().await.expect("a JSON answer")
     }
 
-    /// The admin listener's `/metrics` text.
+    /// The admin listener's `/metrics` text (the router's).
     pub async fn metrics_text(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        scrape(&self.admin_url("/metrics")).await
     }
 
     /// Runs `vigie <args>` against this router's admin API: (exit code, stdout, stderr).
@@ -376,6 +390,28 @@ impl Proc {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+}
+
+/// The text of a `/metrics` URL, as Prometheus' classic scrape gets it.
+pub async fn scrape(url: &str) -> String {
+    scrape_as(url, "text/plain").await
+}
+
+/// The text of a `/metrics` URL in OpenMetrics (with exemplars).
+pub async fn scrape_openmetrics(url: &str) -> String {
+    scrape_as(url, "application/openmetrics-text; version=1.0.0").await
+}
+
+async fn scrape_as(url: &str, accept: &str) -> String {
+    client()
+        .get(url)
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// The value of the sample `name{labels}` (labels written exactly as

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{client, dead_url, metric_value, require_program, Proc, TempDir, ADMIN_TOKEN};
+use crate::helpers::{client, dead_url, metric_value, require_program, Pair, Proc, TempDir, ADMIN_TOKEN};
 
-/// A blue and a green backend on one database, and a router in front.
+/// A [`Pair`] and a router in front.
 struct Stack {
     dir: TempDir,
     blue: Proc,
@@ -23,10 +23,7 @@ impl Stack {
 
     /// With the router's environment `envs` (e.g. without a token).
     fn start_with(tag: &str, router_extra: &[&str], envs: &[(&str, &str)]) -> Stack {
-        let dir = TempDir::new(tag);
-        let db = dir.join("tasks.db");
-        let blue = Proc::backend("blue", &db, &[]);
-        let green = Proc::backend("green", &db, &[]);
+        let Pair { dir, blue, green } = Pair::start(tag);
         let args = Proc::router_args(&blue.url(""), &green.url(""), dir.path(), router_extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let router = Proc::start(&args, envs, &["public", "admin"]);
@@ -350,11 +347,8 @@ async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothi
 
 #[tokio::test]
 async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
-    let dir = TempDir::new("router-notready");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
     // A backend shutting down answers /health/ready with 503 but still serves.
-    let green = Proc::backend("green", &db, &["--shutdown-delay", "30s"]);
+    let Pair { dir, blue, green } = Pair::with_flags("router-notready", &[], &["--shutdown-delay", "30s"]);
     green.terminate();
     crate::helpers::eventually(Duration::from_secs(5), "green readiness 503", || async {
         let r = client().get(green.url("/health/ready")).send().await.ok()?;
@@ -576,10 +570,7 @@ async fn futures_join_all<F: std::future::Future>(futures: [F; 6]) -> Vec<F::Out
 
 #[tokio::test]
 async fn the_active_color_survives_a_restart() {
-    let dir = TempDir::new("router-restart");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("router-restart");
     let mut router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
     assert_eq!(router.switch_to("green").await.0, 200);
     let since = router.router_status().await["since"].clone();
@@ -606,10 +597,7 @@ async fn the_active_color_survives_a_restart() {
 
 #[tokio::test]
 async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
-    let dir = TempDir::new("router-corrupt");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("router-corrupt");
     std::fs::write(dir.join("state.json"), "{\"active\":\"gre").expect("write corrupt state");
     let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
     assert_eq!(served_by(&router).await, "blue");
@@ -631,10 +619,7 @@ async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
 
 #[tokio::test]
 async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
-    let dir = TempDir::new("router-unsaved");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("router-unsaved");
     // A regular file where the state directory should be: even root cannot
     // create the state file under it.
     std::fs::write(dir.join("blocker"), "not a directory").expect("write blocker");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, Proc, TempDir};
+use crate::helpers::{client, Pair, Proc};
 
 /// How long the clients send requests.
 const LOAD_FOR: Duration = Duration::from_secs(5);
@@ -79,10 +79,7 @@ async fn run_client(base: String, n: usize, stop: Arc<AtomicBool>) -> ClientRepo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write() {
-    let dir = TempDir::new("router-load");
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, blue, green } = Pair::start("router-load");
     // Quiet logs: the test reads none of them, and 8 busy clients make many.
     let router = Proc::router(
         &blue.url(""),
@@ -200,10 +197,7 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_router_survives() {
-    let dir = TempDir::new("router-kill");
-    let db = dir.join("tasks.db");
-    let mut blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
+    let Pair { dir, mut blue, green } = Pair::start("router-kill");
     let request_timeout = Duration::from_secs(2);
     let router = Proc::router(
         &blue.url(""),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{eventually, Proc, TempDir};
+use crate::helpers::{eventually, Pair, Proc};
 use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
 
 /// Backend job scrape interval (5 s) + file_sd refresh (5 s, and Prometheus
@@ -34,11 +34,8 @@ async fn backend_targets(prometheus: &Prometheus) -> Vec<(String, String, String
 
 #[tokio::test]
 async fn prometheus_sees_the_new_active_color_after_a_switch() {
-    let dir = TempDir::new("router-prometheus");
+    let Pair { dir, blue, green } = Pair::start("router-prometheus");
     let config = copy_stack_config(&dir.join("prometheus"));
-    let db = dir.join("tasks.db");
-    let blue = Proc::backend("blue", &db, &[]);
-    let green = Proc::backend("green", &db, &[]);
     let targets_file = config.join("targets").join("backend.json");
     let router = Proc::router(
         &blue.url(""),

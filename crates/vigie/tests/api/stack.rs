@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, free_port, require_program, Proc, TempDir};
+use crate::helpers::{client, free_port, require_program, Pair, Proc, TempDir};
 
 use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
 
@@ -291,11 +291,8 @@ pub const VIGIE_API: Api = Api {
 
 #[tokio::test]
 async fn every_prometheus_panel_query_returns_data_after_traffic_and_a_switch() {
-    let dir = TempDir::new("dashboards");
-    let db = dir.join("vigie.db");
-    let blue = Proc::backend("blue", &db, &[]);
     // Green fails a share of requests, so the error panels have data.
-    let green = Proc::backend("green", &db, &["--fault-error-rate", "0.2"]);
+    let Pair { dir, blue, green } = Pair::with_flags("dashboards", &[], &["--fault-error-rate", "0.2"]);
     let unchecked = panels_have_data(&dir, &blue.url(""), &green.url(""), &[], &VIGIE_API, &[]).await;
     assert!(unchecked.is_empty(), "{unchecked:?}");
 }

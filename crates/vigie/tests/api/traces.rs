@@ -112,15 +112,7 @@ async fn backend_continues_a_traceparent_and_exports_server_and_database_spans()
     assert_eq!(line["span_id"], server.span_id.as_str());
 
     // And the latency histogram has it as an exemplar (OpenMetrics only).
-    let metrics = client()
-        .get(backend.url("/metrics"))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = crate::helpers::scrape_openmetrics(&backend.url("/metrics")).await;
     let exemplar = format!("# {{trace_id=\"{PARENT_TRACE}\"}}");
     assert!(
         metrics
@@ -284,15 +276,7 @@ async fn one_request_through_the_router_is_one_trace_across_spans_logs_and_exemp
     assert_eq!(backend_line["trace_id"], trace_id);
     assert_eq!(backend_line["span_id"], server.span_id.as_str());
 
-    let metrics = client()
-        .get(blue.url("/metrics"))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = crate::helpers::scrape_openmetrics(&blue.url("/metrics")).await;
     assert!(
         metrics.contains(&format!("# {{trace_id=\"{trace_id}\"}}")),
         "no exemplar for {trace_id}:\n{metrics}"
