@@ -102,10 +102,10 @@ impl Pool {
             request.headers_mut().insert(HOST, self.host.clone());
         }
         loop {
-            let mut sender = match self.checkout().await {
-                Some(sender) => sender,
+            let (mut sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
                 // Boxed: the rare path stays out of every request's future.
-                None => Box::pin(self.connect()).await?,
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -119,33 +119,41 @@ impl Pool {
                     }
                     return Ok(Response::from_parts(parts, body));
                 }
-                // Not written at all: the connection closed while idle.
+                // Not written at all: a pooled connection closed while idle,
+                // so another one may do. A new one that closes at once says
+                // the upstream refuses: no retry (it would loop).
                 Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Http(failed.into_error())),
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Http(failed.into_error())),
                 },
             }
         }
     }
 
-    /// The most recently used idle connection that is still open, ready for
-    /// a request; stale ones are closed on the way.
-    async fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
-        loop {
-            let Idle { mut sender, since } = self.lock().pop_back()?;
-            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
-                continue;
-            }
-            // Usually ready already; otherwise the connection is finishing
-            // the previous response's bookkeeping, or closing.
-            if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(sender);
+    /// The most recently used idle connection ready for a request; expired
+    /// and closed ones are dropped on the way. One not ready yet stays (its
+    /// upstream answered before it had read the whole upload, which hyper
+    /// is still sending): it is never waited for, so another request never
+    /// waits on a client's slow upload.
+    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = self.lock();
+        Self::close_expired(&mut idle);
+        while let Some(at) = idle
+            .iter()
+            .rposition(|entry| entry.sender.is_ready() || entry.sender.is_closed())
+        {
+            let entry = idle.remove(at)?;
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
             }
         }
+        None
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendError> {
-        let address = (self.authority.host(), self.authority.port_u16().unwrap_or(80));
+        // An IPv6 host comes bracketed (`[::1]`); the resolver wants it bare.
+        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let address = (host, self.authority.port_u16().unwrap_or(80));
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(SendError::Connect(e)),
@@ -356,5 +364,52 @@ mod tests {
         assert_eq!(pool.idle_count(), 0);
         get(&pool).await.expect("answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+    #[tokio::test]
+    async fn a_new_connection_closed_at_once_is_an_error_not_a_loop() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = authority_of(&listener);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        let answer = tokio::time::timeout(Duration::from_secs(5), get(&pool)).await;
+        assert!(matches!(answer, Ok(Err(_))), "an error at once: {answer:?}");
+        assert!(
+            accepted.load(Ordering::SeqCst) <= 2,
+            "{} connections",
+            accepted.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_upstream_is_reached() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here: skipped");
+            return;
+        };
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let listener = TcpListener::bind(("::1", port)).await.expect("bind [::1]");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(
+                        b"ok",
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        let authority: Authority = format!("[::1]:{port}").parse().expect("authority");
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        assert_eq!(get(&pool).await.expect("answer over IPv6"), "ok");
     }
 }

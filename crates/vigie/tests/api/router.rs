@@ -1321,3 +1321,89 @@ async fn a_100_mb_response_streams_through_with_bounded_router_memory() {
     .await;
     assert_eq!(line["status"], 200, "{line}");
 }
+
+/// An upstream that answers every request at once, before reading its
+/// body, and then reads that body to its end on the same connection (as a
+/// server answering 401 or 413 early may): the connection stays busy
+/// uploading after its response.
+async fn early_answering_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                    let mut left: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    buffer.drain(..end + 4);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    // Then the body, however slowly it comes.
+                    let taken = left.min(buffer.len());
+                    buffer.drain(..taken);
+                    left -= taken;
+                    while left > 0 {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_clients_slow_upload_never_holds_up_another_request() {
+    let dir = TempDir::new("router-upload-busy");
+    let upstream = early_answering_upstream().await;
+    let router = Proc::router(&upstream, &dead_url(), dir.path(), &[]);
+    // A client starts a 1 MB upload, gets its answer, and stalls.
+    let mut uploader = tokio::net::TcpStream::connect(router.addr).await.expect("connect");
+    uploader
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nfirst bytes")
+        .await
+        .expect("send the start of the upload");
+    let mut head = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut head))
+        .await
+        .expect("the early answer arrives")
+        .expect("read");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // Another request must not wait for that upload's connection.
+    let started = Instant::now();
+    let answer = client()
+        .get(router.url("/other"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the other request is answered");
+    assert_eq!(answer.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the other request took {:?}",
+        started.elapsed()
+    );
+    drop(uploader);
+}
