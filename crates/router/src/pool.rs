@@ -267,8 +267,9 @@ mod tests {
         address.to_string().parse().expect("authority")
     }
 
-    /// A server answering "ok" that counts the connections it accepted and
-    /// closes each after `requests_per_connection` requests.
+    /// A server that counts the connections it accepted and answers "ok",
+    /// closing each after `requests_per_connection` requests; with 0 it
+    /// closes each at once.
     async fn server(requests_per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let authority = authority_of(&listener);
@@ -277,6 +278,9 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
+                if requests_per_connection == 0 {
+                    continue;
+                }
                 let served = Arc::new(AtomicUsize::new(0));
                 tokio::spawn(async move {
                     let service = service_fn(move |_request| {
@@ -365,18 +369,10 @@ mod tests {
         get(&pool).await.expect("answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
+
     #[tokio::test]
     async fn a_new_connection_closed_at_once_is_an_error_not_a_loop() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority = authority_of(&listener);
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                drop(stream);
-            }
-        });
+        let (authority, accepted) = server(0).await;
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         let answer = tokio::time::timeout(Duration::from_secs(5), get(&pool)).await;
         assert!(matches!(answer, Ok(Err(_))), "an error at once: {answer:?}");
