@@ -102,9 +102,38 @@ fn initial_state(state_file: &StateFile) -> SavedState {
 
 async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<ExitCode> {
     let mut registry = Registry::default();
+    log_guard.register_metrics(&mut registry);
+    build(config, registry)
+        .await?
+        .run_until_stopped(shutdown::signal())
+        .await
+}
+
+/// A router ready to serve: state loaded, listeners bound, metrics
+/// registered. [`build`] makes one, [`Router::run_until_stopped`] runs it,
+/// so a test can drive the proxy and the switch in its own process.
+pub struct Router {
+    public: TcpListener,
+    admin: TcpListener,
+    proxy: Arc<Proxy>,
+    admin_app: axum::Router,
+    guard: Arc<guard::Guard>,
+    routing: Arc<Routing>,
+    traces: vigie_telemetry::traces::Traces,
+    metrics: RouterMetrics,
+    health_check: HealthCheck,
+    status_check_interval: std::time::Duration,
+    drain_timeout: std::time::Duration,
+    public_limits: Limits,
+    admin_limits: Limits,
+}
+
+/// Loads the state, writes the targets file, binds both listeners and
+/// registers the router's metrics into `registry` (served by the admin
+/// listener's `/metrics`).
+pub async fn build(config: Config, mut registry: Registry) -> anyhow::Result<Router> {
     let metrics = RouterMetrics::register(&mut registry);
     process::ProcessCollector::register(&mut registry);
-    log_guard.register_metrics(&mut registry);
     vigie_telemetry::build_info(
         &mut registry,
         vec![("version".into(), VERSION.into()), ("role".into(), "router".into())],
@@ -204,63 +233,111 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         active = %active, blue = %config.blue, green = %config.green,
         targets_file = %config.targets_file.display(), "router started"
     );
-    tokio::spawn(health::watch(
-        Arc::clone(&routing),
-        health_check,
-        config.status_check_interval,
-        metrics,
-    ));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let public_limits = config.limits.direct();
-    let admin_limits = Limits {
-        max_connections: config.admin_max_connections,
-        ..public_limits
-    };
-    let mut public_server = tokio::spawn(listener::serve(
+    Ok(Router {
         public,
-        "public",
-        public_limits,
-        move |peer: SocketAddr| {
-            let proxy = Arc::clone(&proxy);
-            let client = headers::ClientAddr::new(peer.ip());
-            service_fn(move |request| proxy::handle(Arc::clone(&proxy), client.clone(), request))
-        },
-        stopped(stop_rx.clone()),
-    ));
-    let admin_server = listener::serve(
         admin,
-        "admin",
-        admin_limits,
-        listener::app_service(admin_app, admin_limits.header_read_timeout),
-        stopped(stop_rx),
-    );
-    tokio::pin!(admin_server);
+        proxy,
+        admin_app,
+        guard,
+        routing,
+        traces,
+        metrics,
+        health_check,
+        status_check_interval: config.status_check_interval,
+        drain_timeout: config.drain_timeout,
+        public_limits,
+        admin_limits: Limits {
+            max_connections: config.admin_max_connections,
+            ..public_limits
+        },
+    })
+}
 
-    tokio::select! {
-        () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
-        result = &mut public_server => result.context("public server failed")?,
-        () = shutdown::signal() => {
-            guard.stop();
-            let _ = stop_tx.send(true);
-            tracing::info!(timeout_ms = config.drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
-            let drained = async {
-                let _ = tokio::join!(public_server, admin_server);
-            };
-            if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
-                tracing::warn!(
-                    in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
-                    "drain timeout reached; exiting with requests in flight"
-                );
+impl Router {
+    /// The address clients reach the active color at.
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// The address of `/status`, `/switch`, `/guard` and `/metrics`.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then stops the guard, closes the
+    /// listeners and waits for in-flight requests (at most the drain
+    /// timeout).
+    pub async fn run_until_stopped(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
+        let Router {
+            public,
+            admin,
+            proxy,
+            admin_app,
+            guard,
+            routing,
+            traces,
+            metrics,
+            health_check,
+            status_check_interval,
+            drain_timeout,
+            public_limits,
+            admin_limits,
+        } = self;
+        let watching = tokio::spawn(health::watch(
+            Arc::clone(&routing),
+            health_check,
+            status_check_interval,
+            metrics,
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let mut public_server = tokio::spawn(listener::serve(
+            public,
+            "public",
+            public_limits,
+            move |peer: SocketAddr| {
+                let proxy = Arc::clone(&proxy);
+                let client = headers::ClientAddr::new(peer.ip());
+                service_fn(move |request| proxy::handle(Arc::clone(&proxy), client.clone(), request))
+            },
+            stopped(stop_rx.clone()),
+        ));
+        let admin_server = listener::serve(
+            admin,
+            "admin",
+            admin_limits,
+            listener::app_service(admin_app, admin_limits.header_read_timeout),
+            stopped(stop_rx),
+        );
+        tokio::pin!(admin_server);
+        tokio::pin!(stop);
+
+        tokio::select! {
+            () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
+            result = &mut public_server => result.context("public server failed")?,
+            () = &mut stop => {
+                guard.stop();
+                let _ = stop_tx.send(true);
+                tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
+                let drained = async {
+                    let _ = tokio::join!(public_server, admin_server);
+                };
+                if tokio::time::timeout(drain_timeout, drained).await.is_err() {
+                    tracing::warn!(
+                        in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
+                        "drain timeout reached; exiting with requests in flight"
+                    );
+                }
             }
         }
+        watching.abort();
+        tracing::info!("stopped");
+        traces.shutdown();
+        Ok(ExitCode::SUCCESS)
     }
-    tracing::info!("stopped");
-    traces.shutdown();
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
