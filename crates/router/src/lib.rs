@@ -5,12 +5,18 @@
 //! restarts. `vigie switch` and `vigie status` ([`cli`]) drive it through
 //! its admin API.
 //!
-//! One concern per module: [`server`] and [`proxy`] (the public listener), [`upstream`]
-//! (a color's pool and in-flight count), [`routing`] (the active color),
+//! One concern per module: [`proxy`] and [`headers`] (the public
+//! listener), [`upstream`] (a color's in-flight count and state) and
+//! [`pool`] (its keep-alive connections), [`routing`] (the active color),
 //! [`switch`] (health-checked switch and drain), [`guard`] (the guarded
 //! switch's checks in Prometheus and automatic rollback, through
 //! [`prometheus_api`]), [`health`], [`admin`], [`state_file`], [`targets`],
-//! [`metrics`], [`config`] (flags and every default timeout).
+//! [`metrics`], [`error`], [`config`] (the flags; only this file imports
+//! it). Modules depend one way (a test of the `vigie` crate checks it).
+//!
+//! [`run`] is [`build`] (state loaded, listeners bound) then
+//! [`Router::run_until_stopped`] with SIGTERM/SIGINT as the stop; a test can
+//! run the two in its own process with a stop of its own.
 #![forbid(unsafe_code)]
 
 pub mod admin;
