@@ -275,33 +275,21 @@ impl Router {
     /// listeners and waits for in-flight requests (at most the drain
     /// timeout).
     pub async fn run_until_stopped(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
-        let Router {
-            public,
-            admin,
-            proxy,
-            admin_app,
-            guard,
-            routing,
-            traces,
-            metrics,
-            health_check,
-            status_check_interval,
-            drain_timeout,
-            public_limits,
-            admin_limits,
-        } = self;
+        let routing = self.routing;
         let watching = tokio::spawn(health::watch(
             Arc::clone(&routing),
-            health_check,
-            status_check_interval,
-            metrics,
+            self.health_check,
+            self.status_check_interval,
+            self.metrics,
         ));
+        let (public_limits, admin_limits, drain_timeout) = (self.public_limits, self.admin_limits, self.drain_timeout);
+        let proxy = self.proxy;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let mut public_server = tokio::spawn(listener::serve(
-            public,
+            self.public,
             "public",
             public_limits,
             move |peer: SocketAddr| {
@@ -312,10 +300,10 @@ impl Router {
             stopped(stop_rx.clone()),
         ));
         let admin_server = listener::serve(
-            admin,
+            self.admin,
             "admin",
             admin_limits,
-            listener::app_service(admin_app, admin_limits.header_read_timeout),
+            listener::app_service(self.admin_app, admin_limits.header_read_timeout),
             stopped(stop_rx),
         );
         tokio::pin!(admin_server);
@@ -325,7 +313,7 @@ impl Router {
             () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
             result = &mut public_server => result.context("public server failed")?,
             () = &mut stop => {
-                guard.stop();
+                self.guard.stop();
                 let _ = stop_tx.send(true);
                 tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
                 let drained = async {
@@ -341,7 +329,7 @@ impl Router {
         }
         watching.abort();
         tracing::info!("stopped");
-        traces.shutdown();
+        self.traces.shutdown();
         Ok(ExitCode::SUCCESS)
     }
 }
