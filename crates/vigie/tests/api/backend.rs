@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{client, require_program, Pair, Proc, TempDir};
@@ -126,31 +126,31 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
             .send()
     };
 
-    assert_error(
-        post("{\"title\": ".into()).await.expect("send"),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        post("{}".into()).await.expect("send"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_error(
-        post(json!({"title": "   "}).to_string()).await.expect("send"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    let long = "é".repeat(201);
-    assert_error(
-        post(json!({"title": long}).to_string()).await.expect("send"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    // Bodies of POST /api/tasks and the error each gets.
+    for (body, status, kind) in [
+        ("{\"title\": ".to_owned(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("{}".to_owned(), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (
+            json!({"title": "   "}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"title": "é".repeat(201)}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"title": "x".repeat(70 * 1024)}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        let shown = body.chars().take(40).collect::<String>();
+        let response = post(body).await.expect("send");
+        assert_eq!(response.status(), status, "POST {shown}");
+        assert_error(response, status, kind).await;
+    }
     let exactly_200 = "é".repeat(200);
     assert_eq!(
         post(json!({"title": exactly_200}).to_string())
@@ -159,13 +159,6 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
             .status(),
         StatusCode::CREATED
     );
-    let huge = json!({"title": "x".repeat(70 * 1024)}).to_string();
-    assert_error(
-        post(huge).await.expect("send"),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-    )
-    .await;
     let no_type = http
         .post(app.url("/api/tasks"))
         .body("{\"title\":\"a\"}")
@@ -174,42 +167,34 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
         .expect("send");
     assert_error(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
 
-    assert_error(
-        http.get(app.url("/api/tasks/999999")).send().await.expect("get"),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        http.get(app.url("/api/tasks/abc")).send().await.expect("get"),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        http.get(app.url("/api/tasks?limit=x")).send().await.expect("get"),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        http.get(app.url("/api/tasks?limit=100000")).send().await.expect("get"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_error(
-        http.get(app.url("/no/such/route")).send().await.expect("get"),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        http.put(app.url("/api/tasks/1")).send().await.expect("put"),
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    )
-    .await;
+    // Requests without a body and the error each gets.
+    for (method, path, status, kind) in [
+        (Method::GET, "/api/tasks/999999", StatusCode::NOT_FOUND, "not_found"),
+        (Method::GET, "/api/tasks/abc", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            Method::GET,
+            "/api/tasks?limit=x",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/api/tasks?limit=100000",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (Method::GET, "/no/such/route", StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::PUT,
+            "/api/tasks/1",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let response = http.request(method.clone(), app.url(path)).send().await.expect("send");
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_error(response, status, kind).await;
+    }
     let empty_patch = http
         .patch(app.url("/api/tasks/1"))
         .json(&json!({}))
