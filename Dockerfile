@@ -12,7 +12,8 @@
 #             RUSTFLAGS='-C target-feature=+crt-static' cargo build --release
 #             --target x86_64-unknown-linux-gnu -p vigie (what the compose
 #             tests do: no Rust image is pulled).
-# The runtime stage below is the same for both.
+# The runtime stage below is the same for both. A second image, the lab
+# service, is the target lab-service (see its stage).
 #
 # VIGIE_VERSION (build argument) is the release string the binary reports
 # (vigie_build_info, every log line, the router's /status), so two images of
@@ -23,8 +24,8 @@
 # of that cargo build).
 ARG VIGIE_BINARY=build
 
-# --- build: a static musl binary (SQLite is compiled in) -------------------
-FROM rust:1.95.0-slim-bookworm AS build
+# --- toolchain: Rust with the musl target of the platform being built ------
+FROM rust:1.95.0-slim-bookworm AS toolchain
 ARG TARGETARCH
 # hadolint ignore=DL3008
 RUN case "$TARGETARCH" in \
@@ -40,6 +41,9 @@ RUN case "$TARGETARCH" in \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
+
+# --- build: a static musl binary (SQLite is compiled in) -------------------
+FROM toolchain AS build
 # Read by the compiler (option_env!) from the RUN's environment.
 ARG VIGIE_VERSION=
 RUN target="$(cat /rust-target)" \
@@ -52,7 +56,25 @@ COPY target/image/vigie /vigie
 
 FROM ${VIGIE_BINARY} AS binary
 
-# --- runtime: nothing but the binary --------------------------------------
+# --- lab-service: the stand-in for a NestJS backend (crates/lab) -----------
+# An image the stack can run as blue and green instead of vigie's backend
+# (docs/stack.md, "Watch your own service"); built only when asked for:
+#   DOCKER_BUILDKIT=1 docker build --target lab-service -t vigie-lab:0.1.0 .
+FROM toolchain AS lab-build
+RUN target="$(cat /rust-target)" \
+    && cargo build --release --locked --target "$target" -p lab-service \
+    && cp "target/$target/release/lab-service" /lab-service
+
+FROM scratch AS lab-service
+COPY image/etc/passwd image/etc/group /etc/
+COPY --from=lab-build /lab-service /usr/local/bin/lab-service
+USER 65532:65532
+ENV PORT=3000
+EXPOSE 3000
+ENTRYPOINT ["/usr/local/bin/lab-service"]
+CMD ["serve"]
+
+# --- runtime: nothing but the binary (the default target: keep it last) ---
 FROM scratch
 ARG VIGIE_VERSION=
 LABEL org.opencontainers.image.title="vigie" \

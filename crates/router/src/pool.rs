@@ -17,20 +17,19 @@
 //! written.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
+use vigie_telemetry::body::{BodyEvent, BodyWatcher, WatchedBody};
 
 /// How long an idle connection may be reused after its last response.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -110,14 +109,11 @@ impl Pool {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let mut body = PooledBody {
-                        inner: body,
-                        connection: Some((sender, Arc::clone(self))),
-                    };
-                    if body.inner.is_end_stream() {
-                        body.give_back();
+                    let mut checkin = Checkin(Some((sender, Arc::clone(self))));
+                    if body.is_end_stream() {
+                        checkin.give_back();
                     }
-                    return Ok(Response::from_parts(parts, body));
+                    return Ok(Response::from_parts(parts, WatchedBody::new(body, checkin)));
                 }
                 // Not written at all: a pooled connection closed while idle,
                 // so another one may do. A new one that closes at once says
@@ -214,41 +210,27 @@ impl Pool {
 
 /// A response body that gives its connection back to the pool when it has
 /// been read to the end; dropped before that, the connection closes.
-pub struct PooledBody {
-    inner: Incoming,
-    connection: Option<(SendRequest<UpstreamBody>, Arc<Pool>)>,
-}
+pub type PooledBody = WatchedBody<Incoming, Checkin>;
 
-impl PooledBody {
+/// The connection a response body came on, until its end.
+pub struct Checkin(Option<(SendRequest<UpstreamBody>, Arc<Pool>)>);
+
+impl Checkin {
     fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.connection.take() {
+        if let Some((sender, pool)) = self.0.take() {
             pool.checkin(sender);
         }
     }
 }
 
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.connection = None,
-            _ => {}
+impl BodyWatcher<hyper::Error> for Checkin {
+    fn observe(&mut self, event: BodyEvent<'_, hyper::Error>) {
+        match event {
+            BodyEvent::End => self.give_back(),
+            // The connection is broken: dropped, never reused.
+            BodyEvent::Failed(_) => self.0 = None,
+            BodyEvent::Waiting | BodyEvent::Frame => {}
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

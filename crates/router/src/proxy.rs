@@ -23,7 +23,7 @@ use crate::headers::{add_forwarded, remove_hop_by_hop, ClientAddr, X_REQUEST_ID,
 use crate::metrics::RouterMetrics;
 use crate::pool::{empty_body, PooledBody, SendError};
 use crate::routing::Routing;
-use crate::upload::ClientUpload;
+use crate::upload;
 use crate::upstream::{InFlight, Upstream};
 
 /// What the client receives: the upstream's body, or a JSON error.
@@ -192,7 +192,7 @@ async fn forward(
         *again.headers_mut() = parts.headers.clone();
         again
     });
-    let (body, upload) = ClientUpload::new(body);
+    let (body, upload) = upload::watched(body);
     let exchange = async {
         match upstream.pool.send(Request::from_parts(parts, Either::Left(body))).await {
             Err(error) if replay.is_some() && error.connection_broke() => {

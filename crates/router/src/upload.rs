@@ -4,15 +4,12 @@
 //! two apart, so a bad client gets a 400 or 408 and never counts against a
 //! healthy backend.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use hyper::body::{Body, Incoming};
 use parking_lot::Mutex;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use vigie_telemetry::body::{BodyEvent, BodyWatcher, WatchedBody};
 
 /// What became of the client's body; shared with the proxy.
 #[derive(Debug, Default)]
@@ -39,53 +36,31 @@ impl UploadWatch {
 }
 
 /// The client's body, streamed as it arrives, reporting to its watch.
-pub struct ClientUpload {
-    inner: Incoming,
-    watch: Arc<UploadWatch>,
+pub type ClientUpload = WatchedBody<Incoming, Reporter>;
+
+/// The body's side of the watch.
+pub struct Reporter(Arc<UploadWatch>);
+
+/// The client's body and the watch the proxy reads.
+pub fn watched(inner: Incoming) -> (ClientUpload, Arc<UploadWatch>) {
+    let watch = Arc::new(UploadWatch::default());
+    if inner.is_end_stream() {
+        watch.finished.store(true, Ordering::Release);
+    }
+    (WatchedBody::new(inner, Reporter(Arc::clone(&watch))), watch)
 }
 
-impl ClientUpload {
-    pub fn new(inner: Incoming) -> (Self, Arc<UploadWatch>) {
-        let watch = Arc::new(UploadWatch::default());
-        if inner.is_end_stream() {
-            watch.finished.store(true, Ordering::Release);
+impl BodyWatcher<hyper::Error> for Reporter {
+    fn observe(&mut self, event: BodyEvent<'_, hyper::Error>) {
+        let watch = &self.0;
+        watch
+            .waiting_on_client
+            .store(matches!(event, BodyEvent::Waiting), Ordering::Release);
+        match event {
+            BodyEvent::End => watch.finished.store(true, Ordering::Release),
+            BodyEvent::Failed(error) => *watch.failure.lock() = Some(plain_words(error)),
+            BodyEvent::Waiting | BodyEvent::Frame => {}
         }
-        let upload = ClientUpload {
-            inner,
-            watch: Arc::clone(&watch),
-        };
-        (upload, watch)
-    }
-}
-
-impl Body for ClientUpload {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let watch = &this.watch;
-        watch.waiting_on_client.store(polled.is_pending(), Ordering::Release);
-        match &polled {
-            // hyper's client stops polling once the announced length has
-            // arrived: the end of the stream is seen here, not by a `None`.
-            Poll::Ready(None) => watch.finished.store(true, Ordering::Release),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => watch.finished.store(true, Ordering::Release),
-            Poll::Ready(Some(Err(error))) => {
-                *watch.failure.lock() = Some(plain_words(error));
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -5,6 +5,7 @@
 //! then wraps its router with [`http::TrackLayer`].
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod config;
 pub mod exposition;
 pub mod http;

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -56,6 +56,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tower::Layer;
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
+
+use crate::body::{BodyEvent, BodyWatcher, WatchedBody};
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -472,7 +474,7 @@ where
 }
 
 /// One request in flight on its connection, until dropped.
-struct RequestGuard(Arc<ConnState>);
+pub struct RequestGuard(Arc<ConnState>);
 
 impl RequestGuard {
     fn enter(state: &Arc<ConnState>) -> Self {
@@ -513,34 +515,16 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx));
         let guard = this.guard.take();
-        Poll::Ready(response.map(|response| response.map(|inner| CountedBody { inner, _guard: guard })))
+        Poll::Ready(response.map(|response| response.map(|inner| WatchedBody::new(inner, guard))))
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted in flight.
-    pub struct CountedBody<B> {
-        #[pin]
-        inner: B,
-        _guard: Option<RequestGuard>,
-    }
-}
+/// A response body that keeps its request counted in flight until dropped.
+pub type CountedBody<B> = WatchedBody<B, Option<RequestGuard>>;
 
-impl<B: Body> Body for CountedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// The guard only has to live as long as the body: no event changes it.
+impl<E> BodyWatcher<E> for Option<RequestGuard> {
+    fn observe(&mut self, _event: BodyEvent<'_, E>) {}
 }
 
 #[cfg(test)]

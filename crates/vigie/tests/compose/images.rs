@@ -94,12 +94,15 @@ pub fn build_vigie(compose: &Compose, prebuilt: Option<&str>) -> Result<(), Stri
 
 /// Builds [`LAB_IMAGE`]: from a static lab-service compiled here and
 /// imported with the files of image/ (`prebuilt`), else with
-/// crates/lab/Dockerfile.
+/// the Dockerfile's `lab-service` target.
 pub fn build_lab(root: &Path, prebuilt: Option<&str>) -> Result<(), String> {
     let Some(rust_target) = prebuilt else {
-        return docker::docker(
+        // BuildKit: the legacy builder would build every stage and has no TARGETARCH.
+        return command_ok(
             root,
-            &["build", "-f", "crates/lab/Dockerfile", "-t", LAB_IMAGE, "."],
+            "docker",
+            &["build", "--target", "lab-service", "-t", LAB_IMAGE, "."],
+            &[("DOCKER_BUILDKIT", "1")],
             BUILD_DEADLINE,
         )
         .map(drop);
