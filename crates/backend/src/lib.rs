@@ -116,8 +116,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
             opentelemetry::KeyValue::new("vigie.color", config.color.as_str()),
         ],
         &mut registry,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let db_path = config.database.clone();
     let db = Database::open(&db_path, &mut registry, traces.clone())
         .with_context(|| format!("cannot use database {}", db_path.display()))?;

@@ -49,8 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.log_level,
         vec![("service", "vigie-loadgen".into()), ("version", crate::VERSION.into())],
         std::io::stdout(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let base: hyper::Uri = args
         .target
         .parse()

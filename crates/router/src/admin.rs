@@ -340,7 +340,7 @@ async fn switch(
         .guard
         .switch_detached(to, reason, guard_window, request.slo)
         .await
-        .map_err(AdminError::Internal)?;
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
     let mut body = serde_json::to_value(&outcome).map_err(|e| AdminError::Internal(e.to_string()))?;
     if let Value::Object(fields) = &mut body {
         if let Some(precheck) = &precheck {

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
+use tokio::task::JoinError;
 use tokio::time::Instant;
 use vigie_telemetry::Color;
 
@@ -228,7 +229,7 @@ impl Guard {
         reason: String,
         window: Option<Duration>,
         by_slo: bool,
-    ) -> Result<SwitchOutcome, String> {
+    ) -> Result<SwitchOutcome, JoinError> {
         let guard = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = guard.switcher.switch(to, &reason).await;
@@ -247,7 +248,6 @@ impl Guard {
             outcome
         })
         .await
-        .map_err(|e| e.to_string())
     }
 
     /// The longest guard window a switch may ask for.
@@ -669,6 +669,7 @@ impl Guard {
             .switcher
             .rollback_detached(job.from, reason.as_str(), job.switch_number)
             .await;
+        let join_failure = outcome.as_ref().err().map(ToString::to_string);
         let (level, result, error, verdict, text) = match &outcome {
             Ok(Some(outcome)) if outcome.result == SwitchResult::Ok => {
                 self.metrics.guard_rollback(reason);
@@ -704,7 +705,7 @@ impl Guard {
             Err(error) => (
                 Level::ERROR,
                 "failed",
-                Some(error.as_str()),
+                join_failure.as_deref(),
                 VerdictResult::RollbackFailed,
                 format!("the switch back to {} failed: {error}", job.from),
             ),

@@ -148,8 +148,7 @@ pub async fn build(config: Config, mut registry: Registry) -> anyhow::Result<Rou
         "vigie-router",
         vec![opentelemetry::KeyValue::new("service.version", VERSION)],
         &mut registry,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
 
     let state_file = StateFile::new(config.state_file.clone());
     let SavedState {

@@ -6,11 +6,13 @@
 //! [`crate::guard::Guard::switch_detached`], a guard's rollback through
 //! [`Switcher::rollback_detached`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Mutex;
+use tokio::task::JoinError;
 use vigie_telemetry::Color;
 
 use vigie_telemetry::event_at;
@@ -95,6 +97,16 @@ pub struct SwitchOutcome {
     pub switch_number: u64,
 }
 
+/// A file a switch writes that could not be written (logged and counted
+/// where it happens; the switch itself stands).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot save state file {}: {source}; the change is made but will not survive a restart", path.display())]
+    State { path: PathBuf, source: std::io::Error },
+    #[error("cannot write targets file {}: {source}", path.display())]
+    Targets { path: PathBuf, source: std::io::Error },
+}
+
 pub struct Switcher {
     pub routing: Arc<Routing>,
     pub metrics: RouterMetrics,
@@ -151,7 +163,7 @@ impl Switcher {
     /// record). Writes are serialized and each takes the state of its own
     /// moment, so the file always ends with the latest state, whatever
     /// order concurrent callers run in. A failure is logged and counted.
-    pub async fn persist(&self) -> Result<(), String> {
+    pub async fn persist(&self) -> Result<(), FileError> {
         let _serialized = self.save_lock.lock().await;
         let state = SavedState {
             active: self.routing.active(),
@@ -159,30 +171,33 @@ impl Switcher {
             switches: self.routing.switches(),
             guard: self.guard_record(),
         };
-        self.state_file.save(&state).await.map_err(|e| {
+        self.state_file.save(&state).await.map_err(|source| {
             self.metrics.file_write_error("state");
-            let message = format!(
-                "cannot save state file {}: {e}; the change is made but will not survive a restart",
-                self.state_file.path().display()
-            );
-            tracing::error!(error = %message, "state file not saved");
-            message
+            let error = FileError::State {
+                path: self.state_file.path().to_owned(),
+                source,
+            };
+            tracing::error!(error = %error, "state file not saved");
+            error
         })
     }
 
     /// Writes the targets file for the current active color; a failure is
     /// logged, counted and returned.
-    pub async fn write_targets(&self) -> Result<(), String> {
+    pub async fn write_targets(&self) -> Result<(), FileError> {
         let active = self.routing.active();
         let result = self
             .targets
             .write(self.routing.upstream(active), self.routing.upstream(active.other()))
             .await;
-        result.map_err(|e| {
+        result.map_err(|source| {
             self.metrics.file_write_error("targets");
-            let message = format!("cannot write targets file {}: {e}", self.targets.path().display());
-            tracing::error!(error = %message, "targets file not written");
-            message
+            let error = FileError::Targets {
+                path: self.targets.path().to_owned(),
+                source,
+            };
+            tracing::error!(error = %error, "targets file not written");
+            error
         })
     }
 
@@ -209,11 +224,9 @@ impl Switcher {
         to: Color,
         reason: &'static str,
         switch_number: u64,
-    ) -> Result<Option<SwitchOutcome>, String> {
+    ) -> Result<Option<SwitchOutcome>, JoinError> {
         let switcher = Arc::clone(self);
-        tokio::spawn(async move { switcher.rollback(to, reason, switch_number).await })
-            .await
-            .map_err(|e| e.to_string())
+        tokio::spawn(async move { switcher.rollback(to, reason, switch_number).await }).await
     }
 
     /// A switch; the caller holds the switch lock.
@@ -286,13 +299,13 @@ impl Switcher {
 
         outcome.state_saved = true;
         outcome.targets_written = true;
-        if let Err(message) = self.persist().await {
+        if let Err(error) = self.persist().await {
             outcome.state_saved = false;
-            outcome.errors.push(message);
+            outcome.errors.push(error.to_string());
         }
-        if let Err(message) = self.write_targets().await {
+        if let Err(error) = self.write_targets().await {
             outcome.targets_written = false;
-            outcome.errors.push(message);
+            outcome.errors.push(error.to_string());
         }
 
         let drain_started = Instant::now();

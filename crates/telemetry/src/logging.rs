@@ -64,16 +64,32 @@ pub fn parse_filter(filter: &str) -> Result<String, String> {
         .map_err(|e| format!("invalid log filter {filter:?}: {e}"))
 }
 
+/// Why the logger could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogInitError {
+    #[error("invalid log level {filter:?}: {source}")]
+    Filter {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("cannot start the log writer thread: {0}")]
+    WriterThread(std::io::Error),
+    #[error("a logger is already installed: {0}")]
+    AlreadyInstalled(tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the global JSON logger writing to `writer` (stdout in services).
 /// `filter` uses `RUST_LOG` syntax, e.g. `info` or `info,vigie_router=debug`.
 pub fn init<W: Write + Send + 'static>(
     filter: &str,
     static_fields: Vec<(&'static str, String)>,
     writer: W,
-) -> Result<LogGuard, String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
-    let (lines, writer) =
-        BufferedLines::start(writer).map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+) -> Result<LogGuard, LogInitError> {
+    let filter = EnvFilter::try_new(filter).map_err(|source| LogInitError::Filter {
+        filter: filter.to_owned(),
+        source,
+    })?;
+    let (lines, writer) = BufferedLines::start(writer).map_err(LogInitError::WriterThread)?;
     let static_fields: Vec<(&str, &str)> = static_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // One global filter rather than a per-layer one: per-layer filtering
     // keeps per-event state in a thread local, a cost on every request.
@@ -86,7 +102,7 @@ pub fn init<W: Write + Send + 'static>(
         .with(filter)
         .with(layer)
         .try_init()
-        .map_err(|e| format!("a logger is already installed: {e}"))?;
+        .map_err(LogInitError::AlreadyInstalled)?;
     // Only the first logger of the process is installed, so this is set once.
     let _ = DIRECT.set(direct);
     Ok(LogGuard { lines, _writer: writer })
@@ -102,7 +118,7 @@ pub async fn run_logged<W: Write + Send + 'static>(
     writer: W,
     serve: impl AsyncFnOnce(&LogGuard) -> anyhow::Result<std::process::ExitCode>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let log_guard = init(filter, static_fields, writer).map_err(anyhow::Error::msg)?;
+    let log_guard = init(filter, static_fields, writer)?;
     let result = serve(&log_guard).await;
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "stopped on an error");

@@ -26,6 +26,7 @@ mod propagation;
 mod queue;
 
 use otlp::{OtlpConfig, OtlpExporter};
+pub use otlp::{HeaderError, OtlpConfigError};
 
 pub use propagation::{extract, inject};
 
@@ -78,7 +79,11 @@ impl Traces {
     /// Reads the `OTEL_*` environment. `service` is the default
     /// `service.name`; `attributes` are default resource attributes (both
     /// overridden by `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`).
-    pub fn from_env(service: &str, attributes: Vec<KeyValue>, registry: &mut Registry) -> Result<Traces, String> {
+    pub fn from_env(
+        service: &str,
+        attributes: Vec<KeyValue>,
+        registry: &mut Registry,
+    ) -> Result<Traces, OtlpConfigError> {
         let stats = ExportStats::default();
         registry.register_collector(Box::new(stats.clone()));
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
@@ -124,7 +129,7 @@ impl Traces {
     /// Checks the `OTEL_EXPORTER_OTLP_*` environment without starting
     /// anything: a service calls it before it starts, to refuse a setting
     /// that cannot work as a configuration error.
-    pub fn check_env() -> Result<(), String> {
+    pub fn check_env() -> Result<(), OtlpConfigError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(());

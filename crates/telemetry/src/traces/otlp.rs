@@ -35,11 +35,41 @@ pub struct OtlpConfig {
     pub timeout: Duration,
 }
 
+/// A trace export setting that cannot work; each names its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpConfigError {
+    #[error("{var}: OTLP endpoint {endpoint:?}: https is not supported; send to a collector over http")]
+    Https { var: &'static str, endpoint: String },
+    #[error("{var}: OTLP endpoint {endpoint:?} is not an http:// URL")]
+    NotHttp { var: &'static str, endpoint: String },
+    #[error("{var}={value:?}: only http/protobuf is supported")]
+    Protocol { var: String, value: String },
+    #[error("{var}={value:?}: compression is not supported (use none)")]
+    Compression { var: String, value: String },
+    #[error("{var}={value:?}: expected a positive number of milliseconds")]
+    Timeout { var: String, value: String },
+    #[error("{var}: {problem}")]
+    Headers { var: String, problem: HeaderError },
+}
+
+/// What is wrong with an `OTEL_EXPORTER_OTLP_HEADERS` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("{0:?}: bad percent-encoding")]
+    BadPercentEncoding(String),
+    #[error("{0:?} is not a header name")]
+    BadName(String),
+    #[error("the value of {0:?} is not a header value")]
+    BadValue(String),
+}
+
 impl OtlpConfig {
     /// Reads the `OTEL_EXPORTER_OTLP_*` variables through `env` (a variable
     /// set to blanks counts as unset). `None` when no endpoint is set; an
     /// error names the variable and what is wrong with it.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, String> {
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, OtlpConfigError> {
         // The traces-specific variable wins over the general one.
         let var = |name: &str| {
             let specific = name.replacen("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_", 1);
@@ -61,37 +91,37 @@ impl OtlpConfig {
         match endpoint.parse::<http::Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
             Ok(uri) if uri.scheme_str() == Some("https") => {
-                return Err(format!(
-                    "{endpoint_var}: OTLP endpoint {endpoint:?}: https is not supported; send to a collector over http"
-                ))
+                return Err(OtlpConfigError::Https {
+                    var: endpoint_var,
+                    endpoint,
+                })
             }
             _ => {
-                return Err(format!(
-                    "{endpoint_var}: OTLP endpoint {endpoint:?} is not an http:// URL"
-                ))
+                return Err(OtlpConfigError::NotHttp {
+                    var: endpoint_var,
+                    endpoint,
+                })
             }
         }
-        if let Some((name, protocol)) = var("OTEL_EXPORTER_OTLP_PROTOCOL") {
-            if protocol.trim() != "http/protobuf" {
-                return Err(format!("{name}={protocol:?}: only http/protobuf is supported"));
+        if let Some((var, value)) = var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            if value.trim() != "http/protobuf" {
+                return Err(OtlpConfigError::Protocol { var, value });
             }
         }
-        if let Some((name, compression)) = var("OTEL_EXPORTER_OTLP_COMPRESSION") {
-            if compression.trim() != "none" {
-                return Err(format!(
-                    "{name}={compression:?}: compression is not supported (use none)"
-                ));
+        if let Some((var, value)) = var("OTEL_EXPORTER_OTLP_COMPRESSION") {
+            if value.trim() != "none" {
+                return Err(OtlpConfigError::Compression { var, value });
             }
         }
         let timeout = match var("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            Some((name, ms)) => match ms.trim().parse::<u64>() {
+            Some((var, value)) => match value.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => return Err(format!("{name}={ms:?}: expected a positive number of milliseconds")),
+                _ => return Err(OtlpConfigError::Timeout { var, value }),
             },
             None => DEFAULT_TIMEOUT,
         };
         let headers = match var("OTEL_EXPORTER_OTLP_HEADERS") {
-            Some((name, list)) => parse_headers(&list).map_err(|e| format!("{name}: {e}"))?,
+            Some((var, list)) => parse_headers(&list).map_err(|problem| OtlpConfigError::Headers { var, problem })?,
             None => Vec::new(),
         };
         Ok(Some(OtlpConfig {
@@ -103,12 +133,12 @@ impl OtlpConfig {
 }
 
 /// `key=value,key=value`, values percent-decoded (the OTLP exporter spec).
-fn parse_headers(list: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_headers(list: &str) -> Result<Vec<(String, String)>, HeaderError> {
     let mut headers = Vec::new();
     for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            .ok_or_else(|| HeaderError::NotKeyValue(pair.to_owned()))?;
         let key = key.trim();
         let value = value.trim();
         // The crate keeps a `%` without two hex digits as it is; a typo in
@@ -122,10 +152,10 @@ fn parse_headers(list: &str) -> Result<Vec<(String, String)>, String> {
             .decode_utf8()
             .ok()
             .filter(|_| !malformed)
-            .ok_or_else(|| format!("{pair:?}: bad percent-encoding"))?
+            .ok_or_else(|| HeaderError::BadPercentEncoding(pair.to_owned()))?
             .into_owned();
-        http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| format!("{key:?} is not a header name"))?;
-        http::HeaderValue::from_str(&value).map_err(|_| format!("the value of {key:?} is not a header value"))?;
+        http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| HeaderError::BadName(key.to_owned()))?;
+        http::HeaderValue::from_str(&value).map_err(|_| HeaderError::BadValue(key.to_owned()))?;
         headers.push((key.to_owned(), value));
     }
     Ok(headers)
@@ -908,6 +938,7 @@ mod tests {
                 .map(|(_, v)| v.to_string())
                 .filter(|v| !v.trim().is_empty())
         })
+        .map_err(|e| e.to_string())
     }
 
     #[test]
