@@ -25,7 +25,6 @@ use axum::{middleware, Json, Router};
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use vigie_telemetry::config::{parse_duration, parse_ratio};
@@ -148,10 +147,10 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
     let addr = listener.local_addr()?;
     tracing::info!(listener = "public", addr = %addr, database = %db_path.display(), "listening");
 
-    let drain_started = Arc::new(Notify::new());
-    let on_signal = {
+    // Readiness goes 503 first, so the router and load balancers stop
+    // sending; the listener closes after the delay.
+    let stop = {
         let draining = Arc::clone(&state.draining);
-        let drain_started = Arc::clone(&drain_started);
         let delay = config.shutdown_delay;
         async move {
             shutdown::signal().await;
@@ -161,27 +160,25 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
                 "readiness now 503; closing listener after the delay"
             );
             tokio::time::sleep(delay).await;
-            drain_started.notify_one();
         }
     };
     // Behind the router: room for the header fields it adds.
     let limits = config.limits.behind_proxy();
+    let closing = shutdown::Closing::default();
     let server = listener::serve(
         listener,
         "public",
         limits,
         listener::app_service(app, limits.header_read_timeout),
-        on_signal,
+        closing.closed(),
     );
-    let drain_deadline = async {
-        drain_started.notified().await;
-        tokio::time::sleep(config.drain_timeout).await;
-    };
-    tokio::select! {
-        () = server => {}
-        () = drain_deadline => {
-            tracing::warn!(timeout_ms = config.drain_timeout.as_millis() as u64, "drain timeout reached; exiting with requests in flight");
-        }
+    match shutdown::until_drained(server, stop, &closing, config.drain_timeout).await {
+        shutdown::Ended::Drained => {}
+        shutdown::Ended::TimedOut => tracing::warn!(
+            timeout_ms = config.drain_timeout.as_millis() as u64,
+            "drain timeout reached; exiting with requests in flight"
+        ),
+        shutdown::Ended::Early(()) => tracing::error!("the listener stopped without a shutdown signal"),
     }
     traces.shutdown();
     tracing::info!("stopped");

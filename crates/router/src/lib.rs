@@ -47,7 +47,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use vigie_telemetry::listener::{self, Limits};
 use vigie_telemetry::{logging, process, shutdown, Color, Registry};
 
@@ -281,13 +280,11 @@ impl Router {
             self.status_check_interval,
             self.metrics,
         ));
-        let (public_limits, admin_limits, drain_timeout) = (self.public_limits, self.admin_limits, self.drain_timeout);
+        let (public_limits, admin_limits) = (self.public_limits, self.admin_limits);
         let proxy = self.proxy;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let mut public_server = tokio::spawn(listener::serve(
+        let closing = shutdown::Closing::default();
+        // The accept loop in a worker of its own, not the entry thread.
+        let public_server = tokio::spawn(listener::serve(
             self.public,
             "public",
             public_limits,
@@ -296,34 +293,38 @@ impl Router {
                 let client = headers::ClientAddr::new(peer.ip());
                 service_fn(move |request| proxy::handle(Arc::clone(&proxy), client.clone(), request))
             },
-            stopped(stop_rx.clone()),
+            closing.closed(),
         ));
         let admin_server = listener::serve(
             self.admin,
             "admin",
             admin_limits,
             listener::app_service(self.admin_app, admin_limits.header_read_timeout),
-            stopped(stop_rx),
+            closing.closed(),
         );
-        tokio::pin!(admin_server);
-        tokio::pin!(stop);
-
-        tokio::select! {
-            () = &mut admin_server => anyhow::bail!("the admin listener stopped"),
-            result = &mut public_server => result.context("public server failed")?,
-            () = &mut stop => {
-                self.guard.stop();
-                let _ = stop_tx.send(true);
-                tracing::info!(timeout_ms = drain_timeout.as_millis() as u64, "listeners closed; draining in-flight requests");
-                let drained = async {
-                    let _ = tokio::join!(public_server, admin_server);
-                };
-                if tokio::time::timeout(drain_timeout, drained).await.is_err() {
-                    tracing::warn!(
-                        in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
-                        "drain timeout reached; exiting with requests in flight"
-                    );
-                }
+        // Both run until drained; one that ends before ends the run.
+        let servers = async {
+            tokio::try_join!(
+                closing.serve(async { drop(public_server.await) }, "public"),
+                closing.serve(admin_server, "admin")
+            )
+        };
+        let guard = Arc::clone(&self.guard);
+        let stop = async move {
+            stop.await;
+            guard.stop();
+        };
+        match shutdown::until_drained(servers, stop, &closing, self.drain_timeout).await {
+            shutdown::Ended::Drained => {}
+            shutdown::Ended::TimedOut => tracing::warn!(
+                in_flight = routing.upstream(Color::Blue).in_flight() + routing.upstream(Color::Green).in_flight(),
+                "drain timeout reached; exiting with requests in flight"
+            ),
+            shutdown::Ended::Early(ended) => {
+                watching.abort();
+                // Before the stop, only a failed server ends the join.
+                let name = ended.err().unwrap_or("public and admin");
+                anyhow::bail!("the {name} listener stopped");
             }
         }
         watching.abort();
