@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(body.ok(), Some(b"ab".to_vec()));
         assert_eq!(journal, ["frame", "waiting", "frame", "end"]);
 
-        let frames = Frames(VecDeque::from([data("a"), Some(Err(std::io::Error::other("cut short")))]));
+        let frames = Frames(VecDeque::from([
+            data("a"),
+            Some(Err(std::io::Error::other("cut short"))),
+        ]));
         let (journal, body) = journal_of(frames).await;
         assert_eq!(body.err().map(|e| e.to_string()), Some("cut short".to_owned()));
         assert_eq!(journal, ["frame", "failed"]);

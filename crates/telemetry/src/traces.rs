@@ -25,8 +25,8 @@ mod otlp;
 mod propagation;
 mod queue;
 
-use otlp::{OtlpConfig, OtlpExporter};
 pub use otlp::{HeaderError, OtlpConfigError};
+use otlp::{OtlpConfig, OtlpExporter};
 
 pub use propagation::{extract, inject};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{client, require_program, Pair, Proc, TempDir};
+use crate::helpers::{assert_promtool_accepts, client, require_program, Pair, Proc, TempDir};
 
 fn start(tag: &str, extra: &[&str]) -> (TempDir, Proc) {
     let dir = TempDir::new(tag);
@@ -559,32 +559,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
 
 #[tokio::test]
 async fn promtool_accepts_the_live_metrics() {
-    let promtool = require_program("promtool", "prometheus");
     let (_dir, app) = start("promtool", &[]);
     client().get(app.url("/api/tasks")).send().await.expect("traffic");
-    let text = metrics_text(&app).await;
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("promtool output");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {report}\n{text}"
-    );
+    assert_promtool_accepts(&metrics_text(&app).await);
 }

@@ -17,7 +17,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::helpers::{client, dead_url, free_port, require_program, vigie_bin, Pair, Proc, TempDir, ADMIN_TOKEN};
+use crate::fixture::Stack;
+use crate::helpers::{client, dead_url, free_port, require_program, vigie_bin, TempDir, ADMIN_TOKEN};
 use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
 
 /// A doctor run never takes longer (its own requests are bounded by
@@ -156,8 +157,9 @@ impl FakeLoki {
     }
 }
 
-async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
-    if loki.ready.load(Ordering::SeqCst) {
+/// `GET /ready` as Loki and Tempo answer it.
+fn ready_answer(ready: bool) -> Response {
+    if ready {
         "ready\n".into_response()
     } else {
         (
@@ -166,6 +168,10 @@ async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn loki_ready(State(loki): State<FakeLoki>) -> Response {
+    ready_answer(loki.ready.load(Ordering::SeqCst))
 }
 
 async fn loki_query(State(loki): State<FakeLoki>, Query(params): Query<HashMap<String, String>>) -> Response {
@@ -226,15 +232,7 @@ impl FakeTempo {
 }
 
 async fn tempo_ready(State(tempo): State<FakeTempo>) -> Response {
-    if tempo.ready {
-        "ready\n".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Ingester not ready: waiting for 15s after being ready\n",
-        )
-            .into_response()
-    }
+    ready_answer(tempo.ready)
 }
 
 async fn tempo_search(State(tempo): State<FakeTempo>, Query(params): Query<HashMap<String, String>>) -> Response {
@@ -488,51 +486,38 @@ impl Drop for Alertmanager {
 
 // ---- the real part of the stack -------------------------------------------
 
-/// Two backends, the router (blue active) writing the targets file that the
-/// real Prometheus reads, and optionally the real Alertmanager.
+/// The fixture's stack with Prometheus (blue active), and optionally the
+/// real Alertmanager as Prometheus' `alertmanager` target.
 struct RealStack {
-    prometheus: Prometheus,
+    stack: Stack,
     alertmanager: Option<Alertmanager>,
-    router: Proc,
-    green: Proc,
-    blue: Proc,
-    targets_file: PathBuf,
-    _dir: TempDir,
+}
+
+impl std::ops::Deref for RealStack {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl std::ops::DerefMut for RealStack {
+    fn deref_mut(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
 }
 
 impl RealStack {
     async fn start(tag: &str, with_alertmanager: bool) -> RealStack {
-        let Pair { dir, blue, green } = Pair::start(tag);
-        let config = copy_stack_config(&dir.join("prometheus"));
-        let targets_file = config.join("targets").join("backend.json");
-        let router = Proc::router(
-            &blue.url(""),
-            &green.url(""),
-            &dir.join("router"),
-            &["--targets-file", targets_file.to_str().expect("utf-8 path")],
-        );
-        set_static_target(
-            &config,
-            "router",
-            &router.admin_addr.expect("admin address").to_string(),
-        );
+        let stack = Stack::builder(tag).prometheus().start().await;
         let alertmanager = if with_alertmanager {
-            let alertmanager = Alertmanager::start(&dir.join("alertmanager")).await;
-            set_static_target(&config, "alertmanager", &alertmanager.addr);
+            let alertmanager = Alertmanager::start(&stack.dir.join("alertmanager")).await;
+            set_static_target(&stack.prometheus().config_dir, "alertmanager", &alertmanager.addr);
             Some(alertmanager)
         } else {
             None
         };
-        let prometheus = Prometheus::start(&config).await;
-        let stack = RealStack {
-            prometheus,
-            alertmanager,
-            router,
-            green,
-            blue,
-            targets_file,
-            _dir: dir,
-        };
+        let stack = RealStack { stack, alertmanager };
         let expected = if with_alertmanager { 4 } else { 3 };
         stack
             .wait_for_targets(&format!("{expected} targets up"), |targets| {
@@ -545,7 +530,7 @@ impl RealStack {
     async fn wait_for_targets(&self, what: &str, done: impl Fn(&[Value]) -> bool) {
         let deadline = Instant::now() + SEEN_WITHIN;
         loop {
-            let targets = self.prometheus.targets().await;
+            let targets = self.prometheus().targets().await;
             if done(&targets) {
                 return;
             }
@@ -563,7 +548,7 @@ impl RealStack {
             "--admin",
             &self.router.admin_url(""),
             "--prometheus",
-            &self.prometheus.url(""),
+            &self.prometheus().url(""),
         ]);
         if let Some(alertmanager) = &self.alertmanager {
             args.extend(strings(&["--alertmanager", &format!("http://{}", alertmanager.addr)]));
@@ -722,21 +707,13 @@ async fn doctor_passes_every_check_on_a_healthy_stack_and_json_parses() {
 
 /// Both backends and the router (blue active), without Prometheus.
 struct App {
-    router: Proc,
-    _green: Proc,
-    _blue: Proc,
-    _dir: TempDir,
+    stack: Stack,
 }
 
 impl App {
-    fn start(tag: &str) -> App {
-        let Pair { dir, blue, green } = Pair::start(tag);
-        let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &[]);
+    async fn start(tag: &str) -> App {
         App {
-            router,
-            _green: green,
-            _blue: blue,
-            _dir: dir,
+            stack: Stack::start(tag).await,
         }
     }
 
@@ -744,7 +721,7 @@ impl App {
     fn tempo_only(&self, tempo: &str) -> Vec<String> {
         strings(&[
             "--admin",
-            &self.router.admin_url(""),
+            &self.stack.router.admin_url(""),
             "--tempo",
             tempo,
             "--skip",
@@ -755,7 +732,7 @@ impl App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_checks_pass_when_tempo_is_ready_and_has_traces_of_the_active_color() {
-    let app = App::start("doctor-tempo-ok");
+    let app = App::start("doctor-tempo-ok").await;
     let tempo = FakeTempo::new(true, &[("blue", 3), ("green", 1)]);
     let url = tempo.serve().await;
     let mut args = app.tempo_only(&url);
@@ -807,7 +784,7 @@ async fn tempo_checks_pass_when_tempo_is_ready_and_has_traces_of_the_active_colo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_checks_fail_when_tempo_is_not_ready_or_has_no_trace_of_the_active_color() {
-    let app = App::start("doctor-tempo-fail");
+    let app = App::start("doctor-tempo-fail").await;
 
     let starting = FakeTempo::new(false, &[]).serve().await;
     let run = doctor(&app.tempo_only(&starting), &[TOKEN_ENV]).await;
@@ -847,7 +824,7 @@ async fn tempo_checks_fail_when_tempo_is_not_ready_or_has_no_trace_of_the_active
     // From the host with Grafana skipped, nothing can reach Tempo: said, not failed.
     let args = strings(&[
         "--admin",
-        &app.router.admin_url(""),
+        &app.stack.router.admin_url(""),
         "--skip",
         "prometheus,loki,grafana,alertmanager",
     ]);
@@ -871,9 +848,10 @@ async fn doctor_fails_when_prometheus_sees_another_active_color_than_the_router(
         { "targets": [stack.green.addr.to_string()], "labels": { "color": "green", "role": "active" } },
         { "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "standby" } },
     ]);
-    let temp = stack.targets_file.with_extension("json.tmp");
+    let targets_file = stack.targets_file();
+    let temp = targets_file.with_extension("json.tmp");
     std::fs::write(&temp, format!("{swapped}\n")).expect("write targets");
-    std::fs::rename(&temp, &stack.targets_file).expect("replace targets file");
+    std::fs::rename(&temp, &targets_file).expect("replace targets file");
     stack
         .wait_for_targets("green labelled active, every target scraped", |targets| {
             targets.iter().any(|t| role_of(t, "green").as_deref() == Some("active"))
@@ -1080,8 +1058,8 @@ async fn doctor_fails_fast_with_the_url_when_nothing_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optional_service_that_is_not_running_is_named_and_skipped_but_a_faulty_one_fails() {
-    let colors = App::start("doctor-optional");
-    let router = &colors.router;
+    let colors = App::start("doctor-optional").await;
+    let router = &colors.stack.router;
     let with_loki = |loki: &str, optional: bool| {
         let mut args = strings(&[
             "--admin",
@@ -1162,8 +1140,8 @@ async fn an_optional_service_that_is_not_running_is_named_and_skipped_but_a_faul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_checks_again_until_a_starting_service_is_ready_and_gives_up_at_its_deadline() {
-    let colors = App::start("doctor-wait");
-    let router = &colors.router;
+    let colors = App::start("doctor-wait").await;
+    let router = &colors.stack.router;
     let loki = FakeLoki::new(false, &[("blue", 3)]);
     let url = loki.serve().await;
     let args = |wait: &str| {
@@ -1203,8 +1181,8 @@ async fn wait_checks_again_until_a_starting_service_is_ready_and_gives_up_at_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_checks_fail_when_loki_is_not_ready_or_has_no_line_of_the_active_color() {
-    let colors = App::start("doctor-loki");
-    let router = &colors.router;
+    let colors = App::start("doctor-loki").await;
+    let router = &colors.stack.router;
     let only = |loki: &str| {
         strings(&[
             "--admin",
@@ -1308,8 +1286,8 @@ async fn grafana_checks_name_a_failing_data_source_and_missing_dashboards() {
 
 #[tokio::test]
 async fn router_check_asks_for_the_admin_token_when_refused() {
-    let colors = App::start("doctor-token");
-    let router = &colors.router;
+    let colors = App::start("doctor-token").await;
+    let router = &colors.stack.router;
     let args = strings(&[
         "--admin",
         &router.admin_url(""),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, dead_url, eventually, metric_value, Pair, Proc, TempDir, ADMIN_TOKEN};
-use crate::prometheus::{copy_stack_config, Prometheus};
+use crate::fixture::Stack;
+use crate::helpers::{client, dead_url, eventually, metric_value, Proc, TempDir, ADMIN_TOKEN};
 
 /// Router flags of every guard test: a check every 2 s, 10 requests to judge.
 const GUARD_FLAGS: [&str; 6] = [
@@ -26,44 +26,15 @@ const GUARD_FLAGS: [&str; 6] = [
 ];
 
 /// Two backends (green with `green_flags`), Prometheus scraping them through
-/// the router's targets file, and the router pointed at that Prometheus.
-/// (Fields drop in order: processes first, the directory last.)
-struct GuardStack {
-    router: Proc,
-    prometheus: Option<Prometheus>,
-    green: Proc,
-    _blue: Proc,
-    _dir: TempDir,
-}
-
-impl GuardStack {
-    async fn start(tag: &str, green_flags: &[&str], router_flags: &[&str]) -> GuardStack {
-        let Pair { dir, blue, green } = Pair::with_flags(tag, &[], green_flags);
-        let config = copy_stack_config(&dir.join("prometheus"));
-        let prometheus = Prometheus::start(&config).await;
-        let targets_file = config.join("targets").join("backend.json");
-        let prometheus_url = format!("http://{}", prometheus.addr);
-        let mut flags = vec![
-            "--targets-file",
-            targets_file.to_str().expect("utf-8 path"),
-            "--prometheus-url",
-            &prometheus_url,
-        ];
-        flags.extend(GUARD_FLAGS);
-        flags.extend_from_slice(router_flags);
-        let router = Proc::router(&blue.url(""), &green.url(""), &dir.join("router"), &flags);
-        GuardStack {
-            router,
-            prometheus: Some(prometheus),
-            green,
-            _blue: blue,
-            _dir: dir,
-        }
-    }
-
-    fn prometheus(&self) -> &Prometheus {
-        self.prometheus.as_ref().expect("prometheus is running")
-    }
+/// the router's targets file, and the router's guard asking that Prometheus.
+async fn guarded(tag: &str, green_flags: &[&str], router_flags: &[&str]) -> Stack {
+    Stack::builder(tag)
+        .green_flags(green_flags)
+        .router_flags(&GUARD_FLAGS)
+        .router_flags(router_flags)
+        .guarded_by_prometheus()
+        .start()
+        .await
 }
 
 /// A file of the repository.
@@ -162,7 +133,7 @@ fn rollbacks(text: &str) -> [f64; 3] {
 /// Until Prometheus has seen the standby green answer 5xx, and this green
 /// has run longer than the shortest window (the pre-check judges an
 /// instance on its own requests only).
-async fn wait_until_green_fails_as_standby(stack: &GuardStack) {
+async fn wait_until_green_fails_as_standby(stack: &Stack) {
     eventually(
         Duration::from_secs(40),
         "Prometheus sees green failing as the standby",
@@ -183,7 +154,7 @@ async fn wait_until_green_fails_as_standby(stack: &GuardStack) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_failing_30_percent_is_rolled_back_within_the_window() {
     let started = Instant::now();
-    let stack = GuardStack::start("guard-errors", &["--fault-error-rate", "0.3"], &[]).await;
+    let stack = guarded("guard-errors", &["--fault-error-rate", "0.3"], &[]).await;
     let router = &stack.router;
     let before = router.metrics_text().await;
     assert_eq!(rollbacks(&before), [0.0; 3], "rollback counters exist at 0");
@@ -278,7 +249,7 @@ async fn a_green_failing_30_percent_is_rolled_back_within_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_green_stays_after_the_window() {
-    let stack = GuardStack::start("guard-healthy", &[], &[]).await;
+    let stack = guarded("guard-healthy", &[], &[]).await;
     let router = &stack.router;
     let _traffic = Traffic::start(router.url("/api/info"), 2);
 
@@ -319,10 +290,18 @@ async fn a_healthy_green_stays_after_the_window() {
     );
 }
 
+async fn router_sees_green_healthy(router: &Proc, healthy: bool) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("the router sees green healthy={healthy}"),
+        || async { (router.router_status().await["upstreams"]["green"]["healthy"] == healthy).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redeployed_green_is_judged_on_its_own_requests_and_wait_exits_0_when_it_passes() {
-    let mut stack = GuardStack::start("guard-redeploy", &["--fault-error-rate", "0.5"], &[]).await;
-    let green_addr = stack.green.url("").trim_start_matches("http://").to_owned();
+    let mut stack = guarded("guard-redeploy", &["--fault-error-rate", "0.5"], &[]).await;
     // The broken green fails as the standby: a guarded switch is refused.
     let traffic = Traffic::start(stack.green.url("/api/info"), 2);
     wait_until_green_fails_as_standby(&stack).await;
@@ -331,18 +310,11 @@ async fn a_redeployed_green_is_judged_on_its_own_requests_and_wait_exits_0_when_
     drop(traffic);
 
     // Redeployed with the fix: the router sees the old instance go and the new one come.
-    stack.green.kill();
+    stack.kill_backend("green");
+    router_sees_green_healthy(&stack.router, false).await;
+    stack.restart_backend("green", &[]);
+    router_sees_green_healthy(&stack.router, true).await;
     let router = &stack.router;
-    eventually(Duration::from_secs(10), "the router sees green down", || async {
-        (router.router_status().await["upstreams"]["green"]["healthy"] == false).then_some(())
-    })
-    .await;
-    let db = stack._dir.join("tasks.db");
-    stack.green = Proc::backend("green", &db, &["--listen", &green_addr]);
-    eventually(Duration::from_secs(10), "the router sees green ready", || async {
-        (router.router_status().await["upstreams"]["green"]["healthy"] == true).then_some(())
-    })
-    .await;
 
     // The old instance's errors are still in the last minute, but the
     // pre-check judges the new one only: too young, not refused.
@@ -376,7 +348,7 @@ async fn by_slo_a_green_within_the_thresholds_but_burning_the_budget_is_rolled_b
     // 3% errors: under the 5% error-ratio threshold, but 30 times the
     // availability objective's 0.1% budget, over the 14.4x that pages.
     let slo_file = repo_file("stack/slo.yaml");
-    let stack = GuardStack::start(
+    let stack = guarded(
         "guard-slo",
         &["--fault-error-rate", "0.03"],
         &["--slo-file", slo_file.to_str().expect("utf-8")],
@@ -426,7 +398,7 @@ async fn by_slo_a_green_within_the_thresholds_but_burning_the_budget_is_rolled_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_slower_than_the_p95_threshold_is_rolled_back() {
-    let stack = GuardStack::start(
+    let stack = guarded(
         "guard-latency",
         &["--fault-latency-ms", "600"],
         &["--guard-max-p95", "300ms"],
@@ -454,10 +426,10 @@ async fn a_green_slower_than_the_p95_threshold_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stopped_during_the_guard_rolls_back_by_default() {
-    let mut stack = GuardStack::start("guard-prom-down", &[], &[]).await;
+    let mut stack = guarded("guard-prom-down", &[], &[]).await;
     let (status, body) = post_switch(&stack.router, json!({ "to": "green", "guard": "30s" })).await;
     assert_eq!(status, 200, "{body}");
-    drop(stack.prometheus.take()); // killed
+    stack.stop_prometheus();
 
     let router = &stack.router;
     let status = verdict(router, Duration::from_secs(15)).await;
@@ -507,10 +479,10 @@ async fn prometheus_stopped_during_the_guard_rolls_back_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stopped_during_the_guard_keeps_green_with_keep() {
-    let mut stack = GuardStack::start("guard-prom-keep", &[], &["--guard-on-prometheus-error", "keep"]).await;
+    let mut stack = guarded("guard-prom-keep", &[], &["--guard-on-prometheus-error", "keep"]).await;
     let (status, body) = post_switch(&stack.router, json!({ "to": "green", "guard": "7s" })).await;
     assert_eq!(status, 200, "{body}");
-    drop(stack.prometheus.take());
+    stack.stop_prometheus();
 
     let router = &stack.router;
     let status = verdict(router, Duration::from_secs(15)).await;
@@ -537,7 +509,7 @@ async fn prometheus_stopped_during_the_guard_keeps_green_with_keep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
-    let stack = GuardStack::start("guard-standby", &["--fault-error-rate", "0.3"], &[]).await;
+    let stack = guarded("guard-standby", &["--fault-error-rate", "0.3"], &[]).await;
     let router = &stack.router;
     // Green gets traffic of its own while it is the standby (a smoke test).
     let _traffic = Traffic::start(stack.green.url("/api/info"), 2);
@@ -583,7 +555,6 @@ async fn a_switch_to_a_failing_standby_is_refused_unless_forced() {
 
 #[tokio::test]
 async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
-    let Pair { dir, blue, green } = Pair::start("guard-cancel");
     // No Prometheus at all; with `keep`, the guard runs and reports its failed checks.
     let prometheus_url = dead_url();
     let flags = [
@@ -594,12 +565,12 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
         "--guard-interval",
         "1s",
     ];
-    let start_router = || Proc::router(&blue.url(""), &green.url(""), dir.path(), &flags);
-    let mut router = start_router();
-    let (status, body) = post_switch(&router, json!({ "to": "green", "guard": "10m" })).await;
+    let mut stack = Stack::builder("guard-cancel").router_flags(&flags).start().await;
+    let router = &stack.router;
+    let (status, body) = post_switch(router, json!({ "to": "green", "guard": "10m" })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["precheck"]["result"], "prometheus_error", "{body}");
-    let (status, body) = post_switch(&router, json!({ "to": "blue", "reason": "manual" })).await;
+    let (status, body) = post_switch(router, json!({ "to": "blue", "reason": "manual" })).await;
     assert_eq!(status, 200, "{body}");
     let guard = &router.router_status().await["guard"];
     assert_eq!(guard["running"], false, "{guard}");
@@ -611,7 +582,7 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
         "{guard}"
     );
 
-    let (status, body) = post_switch(&router, json!({ "to": "green", "guard": "10m" })).await;
+    let (status, body) = post_switch(router, json!({ "to": "green", "guard": "10m" })).await;
     assert_eq!(status, 200, "{body}");
     eventually(Duration::from_secs(5), "a failed check is reported", || async {
         let guard = router.router_status().await["guard"].clone();
@@ -625,26 +596,26 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
     )
     .is_some_and(|n| n >= 1.0));
     let switch = router.router_status().await["guard"]["switch"].clone();
-    router.terminate();
-    assert!(router.wait_exit(Duration::from_secs(10)).success());
+    stack.stop_router();
+    let router = &stack.router;
     assert_eq!(
-        lines(&router, "guard cancelled").len(),
+        lines(router, "guard cancelled").len(),
         1,
         "a shutdown pauses, not cancels"
     );
     assert_eq!(
-        lines(&router, "guard paused for the shutdown; the next start resumes it").len(),
+        lines(router, "guard paused for the shutdown; the next start resumes it").len(),
         1
     );
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state file")).expect("json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(stack.state_file()).expect("state file")).expect("json");
     assert_eq!(
         (&saved["active"], &saved["guard"]["switch"], &saved["guard"]["verdict"]),
         (&json!("green"), &switch, &Value::Null),
         "the running guard is saved: {saved}"
     );
 
-    let router = start_router();
+    stack.start_router();
+    let router = &stack.router;
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["switch"], &guard["color"]),
@@ -653,7 +624,7 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
     );
     let left = guard["time_left_seconds"].as_u64().expect("time left");
     assert!((590..=600).contains(&left), "resumed for what is left of 10m: {left}");
-    assert_eq!(lines(&router, "guard resumed").len(), 1);
+    assert_eq!(lines(router, "guard resumed").len(), 1);
     eventually(Duration::from_secs(5), "the resumed guard checks", || async {
         let guard = router.router_status().await["guard"].clone();
         (guard["checks"].as_u64() >= Some(1)).then_some(())
@@ -663,7 +634,12 @@ async fn a_new_switch_cancels_a_running_guard_and_a_restart_resumes_it() {
 
 #[tokio::test]
 async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
-    let Pair { dir, blue, green } = Pair::start("guard-interrupted");
+    let prometheus_url = dead_url();
+    let mut stack = Stack::builder("guard-interrupted")
+        .router_flags(&["--prometheus-url", &prometheus_url])
+        .start()
+        .await;
+    stack.stop_router();
     // A state file as a router stopped during a 2-minute guard an hour ago left it.
     let started = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     let rfc3339 = |t: time::OffsetDateTime| {
@@ -678,17 +654,9 @@ async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
             "window_seconds": 120, "verdict": null
         }
     });
-    std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
-    let prometheus_url = dead_url();
-    let start_router = || {
-        Proc::router(
-            &blue.url(""),
-            &green.url(""),
-            dir.path(),
-            &["--prometheus-url", &prometheus_url],
-        )
-    };
-    let router = start_router();
+    std::fs::write(stack.state_file(), state.to_string()).expect("state file");
+    stack.start_router();
+    let router = &stack.router;
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["switch"], &guard["verdict"]["result"]),
@@ -703,21 +671,22 @@ async fn a_guard_whose_window_ended_while_the_router_was_down_is_interrupted() {
     );
     // The verdict is saved, and what `--wait` of that switch gets at once.
     eventually(Duration::from_secs(5), "the verdict is saved", || async {
-        let saved: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+        let saved: Value = serde_json::from_slice(&std::fs::read(stack.state_file()).ok()?).ok()?;
         (saved["guard"]["verdict"]["result"] == "interrupted").then_some(())
     })
     .await;
     let answer = router.admin_get("/guard?switch=4&wait=5s").await;
     assert_eq!(answer["verdict"]["result"], "interrupted", "{answer}");
-    drop(router);
+    stack.stop_router();
 
     // Stopped between its switch back (saved: one more switch, on blue)
     // and its verdict: found rolled back.
     let mut state = state;
     state["active"] = json!("blue");
     state["switches"] = json!(5);
-    std::fs::write(dir.join("state.json"), state.to_string()).expect("state file");
-    let router = start_router();
+    std::fs::write(stack.state_file(), state.to_string()).expect("state file");
+    stack.start_router();
+    let router = &stack.router;
     let guard = router.router_status().await["guard"].clone();
     assert_eq!(
         (&guard["running"], &guard["verdict"]["result"]),

@@ -414,6 +414,30 @@ async fn scrape_as(url: &str, accept: &str) -> String {
         .expect("metrics text")
 }
 
+/// Asserts that `promtool check metrics` accepts `text` without a
+/// complaint (it reports naming problems on stdout and still exits 0).
+pub fn assert_promtool_accepts(text: &str) {
+    let promtool = require_program("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("feed promtool");
+    let output = child.wait_with_output().expect("promtool output");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {report}\n{text}"
+    );
+}
+
 /// The value of the sample `name{labels}` (labels written exactly as
 /// exposed, e.g. `color="blue",status_class="2xx"`), if present.
 pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {

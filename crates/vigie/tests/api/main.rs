@@ -3,6 +3,7 @@
 
 mod backend;
 mod doctor;
+mod fixture;
 mod guard;
 mod helpers;
 mod lab;

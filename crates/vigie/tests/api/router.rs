@@ -6,57 +6,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{client, dead_url, metric_value, require_program, Pair, Proc, TempDir, ADMIN_TOKEN};
-
-/// A [`Pair`] and a router in front.
-struct Stack {
-    dir: TempDir,
-    blue: Proc,
-    green: Proc,
-    router: Proc,
-}
-
-impl Stack {
-    fn start(tag: &str, router_extra: &[&str]) -> Stack {
-        Stack::start_with(tag, router_extra, &[("VIGIE_ADMIN_TOKEN", ADMIN_TOKEN)])
-    }
-
-    /// With the router's environment `envs` (e.g. without a token).
-    fn start_with(tag: &str, router_extra: &[&str], envs: &[(&str, &str)]) -> Stack {
-        let Pair { dir, blue, green } = Pair::start(tag);
-        let args = Proc::router_args(&blue.url(""), &green.url(""), dir.path(), router_extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let router = Proc::start(&args, envs, &["public", "admin"]);
-        Stack {
-            dir,
-            blue,
-            green,
-            router,
-        }
-    }
-
-    fn targets_file(&self) -> std::path::PathBuf {
-        self.dir.join("targets").join("backend.json")
-    }
-}
-
-/// The color that answered `GET /api/info`, checked against the header.
-async fn served_by(router: &Proc) -> String {
-    let response = client()
-        .get(router.url("/api/info"))
-        .send()
-        .await
-        .expect("GET /api/info");
-    assert_eq!(response.status(), 200);
-    let header = response.headers()["x-vigie-color"].to_str().expect("ascii").to_owned();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body["color"],
-        header.as_str(),
-        "x-vigie-color must name the color that answered"
-    );
-    header
-}
+use crate::fixture::{served_by, Stack};
+use crate::helpers::{
+    assert_promtool_accepts, client, dead_url, metric_value, require_program, Proc, TempDir, ADMIN_TOKEN,
+};
 
 /// The targets file as (active color, active target, standby color, standby target).
 fn read_targets(path: &Path) -> Value {
@@ -73,9 +26,9 @@ fn expected_targets(active: &Proc, active_color: &str, standby: &Proc, standby_c
 
 #[tokio::test]
 async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
-    let stack = Stack::start("router-moves", &[]);
+    let stack = Stack::start("router-moves").await;
     for _ in 0..10 {
-        assert_eq!(served_by(&stack.router).await, "blue");
+        assert_eq!(stack.served_by().await, "blue");
     }
     assert_eq!(
         read_targets(&stack.targets_file()),
@@ -100,7 +53,7 @@ async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
     );
 
     for _ in 0..10 {
-        assert_eq!(served_by(&stack.router).await, "green");
+        assert_eq!(stack.served_by().await, "green");
     }
     assert_eq!(
         read_targets(&stack.targets_file()),
@@ -172,7 +125,7 @@ async fn traffic_reaches_only_the_active_color_and_a_switch_moves_it() {
 
 #[tokio::test]
 async fn the_router_and_backend_log_lines_share_the_request_id() {
-    let stack = Stack::start("router-reqid", &[]);
+    let stack = Stack::start("router-reqid").await;
     let response = client()
         .get(stack.router.url("/api/info?x=1"))
         .header("x-request-id", "trace-me-42")
@@ -216,7 +169,7 @@ async fn the_router_and_backend_log_lines_share_the_request_id() {
 
 #[tokio::test]
 async fn the_targets_file_always_parses_and_agrees_during_switches() {
-    let stack = Stack::start("router-targets", &[]);
+    let stack = Stack::start("router-targets").await;
     let path = stack.targets_file();
     let blue_then_green = expected_targets(&stack.blue, "blue", &stack.green, "green");
     let green_then_blue = expected_targets(&stack.green, "green", &stack.blue, "blue");
@@ -277,7 +230,10 @@ async fn the_targets_file_always_parses_and_agrees_during_switches() {
 
 #[tokio::test]
 async fn no_standby_target_lists_only_the_active_color() {
-    let stack = Stack::start("router-nostandby", &["--no-standby-target"]);
+    let stack = Stack::builder("router-nostandby")
+        .router_flags(&["--no-standby-target"])
+        .start()
+        .await;
     let expected =
         json!([{ "targets": [stack.blue.addr.to_string()], "labels": { "color": "blue", "role": "active" } }]);
     assert_eq!(read_targets(&stack.targets_file()), expected);
@@ -348,20 +304,24 @@ async fn a_switch_to_a_color_with_nothing_listening_is_refused_and_changes_nothi
 #[tokio::test]
 async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
     // A backend shutting down answers /health/ready with 503 but still serves.
-    let Pair { dir, blue, green } = Pair::with_flags("router-notready", &[], &["--shutdown-delay", "30s"]);
+    // Long enough that a loaded machine still completes checks: each one
+    // answers 503 at once, so the refusal names it.
+    let stack = Stack::builder("router-notready")
+        .green_flags(&["--shutdown-delay", "30s"])
+        .router_flags(&["--deploy-timeout", "4s"])
+        .start()
+        .await;
+    let (green, router) = (&stack.green, &stack.router);
     green.terminate();
     crate::helpers::eventually(Duration::from_secs(5), "green readiness 503", || async {
         let r = client().get(green.url("/health/ready")).send().await.ok()?;
         (r.status() == 503).then_some(())
     })
     .await;
-    // Long enough that a loaded machine still completes checks: each one
-    // answers 503 at once, so the refusal names it.
-    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &["--deploy-timeout", "4s"]);
     let (status, body) = router.switch_to("green").await;
     assert_eq!(status, 409, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| m.contains("503")), "{body}");
-    assert_eq!(served_by(&router).await, "blue");
+    assert_eq!(served_by(router).await, "blue");
 }
 
 /// Without a token, a page in a browser on the same machine could post a
@@ -372,7 +332,7 @@ async fn a_switch_to_a_backend_that_reports_not_ready_is_refused() {
 #[tokio::test]
 async fn a_switch_a_web_page_could_send_is_refused_and_changes_nothing() {
     // No VIGIE_ADMIN_TOKEN: the case the checks are for.
-    let stack = Stack::start_with("router-csrf", &[], &[]);
+    let stack = Stack::builder("router-csrf").without_token().start().await;
     let router = &stack.router;
     let url = router.admin_url("/switch");
     let admin = router.admin_addr.expect("admin listener");
@@ -440,7 +400,7 @@ async fn a_switch_a_web_page_could_send_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_admin_body_over_its_limit_is_a_json_413() {
-    let stack = Stack::start("router-413", &[]);
+    let stack = Stack::start("router-413").await;
     let response = client()
         .post(stack.router.admin_url("/switch"))
         .bearer_auth(ADMIN_TOKEN)
@@ -457,7 +417,7 @@ async fn an_admin_body_over_its_limit_is_a_json_413() {
 
 #[tokio::test]
 async fn unknown_colors_and_malformed_switch_requests_get_400() {
-    let stack = Stack::start("router-400", &[]);
+    let stack = Stack::start("router-400").await;
     let post = |body: &'static str| {
         client()
             .post(stack.router.admin_url("/switch"))
@@ -487,7 +447,7 @@ async fn unknown_colors_and_malformed_switch_requests_get_400() {
 
 #[tokio::test]
 async fn switching_to_the_active_color_changes_nothing() {
-    let stack = Stack::start("router-noop", &[]);
+    let stack = Stack::start("router-noop").await;
     let (status, body) = stack.router.switch_to("blue").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "noop");
@@ -524,7 +484,7 @@ async fn switching_to_the_active_color_changes_nothing() {
 
 #[tokio::test]
 async fn concurrent_switch_requests_are_serialized() {
-    let stack = Stack::start("router-concurrent", &[]);
+    let stack = Stack::start("router-concurrent").await;
     let router = &stack.router;
     let answers = futures_join_all(
         ["green", "blue", "green", "green", "blue", "green"].map(|color| async move { router.switch_to(color).await }),
@@ -570,25 +530,23 @@ async fn futures_join_all<F: std::future::Future>(futures: [F; 6]) -> Vec<F::Out
 
 #[tokio::test]
 async fn the_active_color_survives_a_restart() {
-    let Pair { dir, blue, green } = Pair::start("router-restart");
-    let mut router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
-    assert_eq!(router.switch_to("green").await.0, 200);
-    let since = router.router_status().await["since"].clone();
-    router.terminate();
-    assert!(router.wait_exit(Duration::from_secs(10)).success());
-    std::fs::remove_file(dir.join("targets/backend.json")).expect("remove targets file");
+    let mut stack = Stack::start("router-restart").await;
+    assert_eq!(stack.switch_to("green").await.0, 200);
+    let since = stack.router.router_status().await["since"].clone();
+    stack.stop_router();
+    std::fs::remove_file(stack.targets_file()).expect("remove targets file");
 
-    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
-    let status = router.router_status().await;
+    stack.start_router();
+    let status = stack.router.router_status().await;
     assert_eq!(status["active"], "green");
     assert_eq!(status["since"], since);
     assert_eq!(status["switches"], 1);
-    assert_eq!(served_by(&router).await, "green");
+    assert_eq!(stack.served_by().await, "green");
     assert_eq!(
-        read_targets(&dir.join("targets/backend.json")),
-        expected_targets(&green, "green", &blue, "blue")
+        read_targets(&stack.targets_file()),
+        expected_targets(&stack.green, "green", &stack.blue, "blue")
     );
-    let metrics = router.metrics_text().await;
+    let metrics = stack.router.metrics_text().await;
     assert_eq!(
         metric_value(&metrics, "vigie_router_active_color", r#"color="green""#),
         Some(1.0)
@@ -597,10 +555,12 @@ async fn the_active_color_survives_a_restart() {
 
 #[tokio::test]
 async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
-    let Pair { dir, blue, green } = Pair::start("router-corrupt");
-    std::fs::write(dir.join("state.json"), "{\"active\":\"gre").expect("write corrupt state");
-    let router = Proc::router(&blue.url(""), &green.url(""), dir.path(), &[]);
-    assert_eq!(served_by(&router).await, "blue");
+    let mut stack = Stack::start("router-corrupt").await;
+    stack.stop_router();
+    std::fs::write(stack.state_file(), "{\"active\":\"gre").expect("write corrupt state");
+    stack.start_router();
+    let router = &stack.router;
+    assert_eq!(stack.served_by().await, "blue");
     let line = router
         .logs_when("error line", |l| l.iter().any(|l| l["level"] == "error"))
         .into_iter()
@@ -613,23 +573,22 @@ async fn a_corrupt_state_file_starts_on_blue_with_an_error_logged() {
     // The next switch replaces the unusable file.
     assert_eq!(router.switch_to("green").await.0, 200);
     let saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(stack.state_file()).expect("state")).expect("json");
     assert_eq!(saved["active"], "green");
 }
 
 #[tokio::test]
 async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
-    let Pair { dir, blue, green } = Pair::start("router-unsaved");
     // A regular file where the state directory should be: even root cannot
     // create the state file under it.
-    std::fs::write(dir.join("blocker"), "not a directory").expect("write blocker");
-    let state = dir.join("blocker").join("state.json");
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &["--state-file", state.to_str().expect("utf-8")],
-    );
+    let elsewhere = TempDir::new("router-unsaved-state");
+    std::fs::write(elsewhere.join("blocker"), "not a directory").expect("write blocker");
+    let state = elsewhere.join("blocker").join("state.json");
+    let stack = Stack::builder("router-unsaved")
+        .router_flags(&["--state-file", state.to_str().expect("utf-8")])
+        .start()
+        .await;
+    let router = &stack.router;
     let (status, body) = router.switch_to("green").await;
     assert_eq!(status, 200, "the switch itself happened: {body}");
     assert_eq!(
@@ -640,7 +599,7 @@ async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
         body["errors"][0].as_str().is_some_and(|e| e.contains("blocker")),
         "{body}"
     );
-    assert_eq!(served_by(&router).await, "green");
+    assert_eq!(served_by(router).await, "green");
     let metrics = router.metrics_text().await;
     assert_eq!(
         metric_value(&metrics, "vigie_router_file_write_errors_total", r#"file="state""#),
@@ -670,7 +629,7 @@ async fn a_state_file_that_cannot_be_written_is_reported_not_dropped() {
 
 #[tokio::test]
 async fn the_admin_api_refuses_a_missing_or_wrong_token() {
-    let stack = Stack::start("router-auth", &[]);
+    let stack = Stack::start("router-auth").await;
     let router = &stack.router;
     for token in [None, Some("wrong-token"), Some("")] {
         for (method, path) in [("GET", "/status"), ("POST", "/switch")] {
@@ -709,7 +668,7 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() {
 
 #[tokio::test]
 async fn cli_switch_and_status_print_summaries_or_json_and_exit_0_on_ok_and_noop() {
-    let stack = Stack::start("router-cli", &[]);
+    let stack = Stack::start("router-cli").await;
     let router = &stack.router;
     let token = Some(ADMIN_TOKEN);
 
@@ -1029,8 +988,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
 
 #[tokio::test]
 async fn router_metrics_follow_prometheus_conventions() {
-    let stack = Stack::start("router-metrics", &[]);
-    served_by(&stack.router).await;
+    let stack = Stack::start("router-metrics").await;
+    stack.served_by().await;
     assert_eq!(stack.router.switch_to("green").await.0, 200);
     let metrics = stack.router.metrics_text().await;
     for name in [
@@ -1054,22 +1013,7 @@ async fn router_metrics_follow_prometheus_conventions() {
         metrics.contains(r#"vigie_build_info{version=""#) && metrics.contains(r#"role="router""#),
         "{metrics}"
     );
-    let promtool = require_program("promtool", "prometheus");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), metrics.as_bytes()).expect("feed promtool");
-    let output = child.wait_with_output().expect("promtool output");
-    assert!(
-        output.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_promtool_accepts(&metrics);
 }
 
 #[test]
@@ -1148,7 +1092,10 @@ async fn raw_exchange(router: &Proc, head: &str, body: &[u8], close_write: bool)
 /// upstream error (which would page about a healthy backend).
 #[tokio::test]
 async fn a_clients_broken_or_stalled_body_is_the_clients_fault_not_the_upstreams() {
-    let stack = Stack::start("router-client-body", &["--request-timeout", "1s"]);
+    let stack = Stack::builder("router-client-body")
+        .router_flags(&["--request-timeout", "1s"])
+        .start()
+        .await;
     let post = |framing: &str| {
         format!("POST /api/tasks HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\n{framing}\r\n\r\n")
     };
@@ -1206,7 +1153,7 @@ async fn a_clients_broken_or_stalled_body_is_the_clients_fault_not_the_upstreams
         .sum();
     assert_eq!(upstream_errors, 0.0, "{metrics}");
     // The backend is fine, and the router still proxies to it.
-    assert_eq!(served_by(&stack.router).await, "blue");
+    assert_eq!(stack.served_by().await, "blue");
 }
 
 /// A POST whose body the upstream received, answered too slowly, is the

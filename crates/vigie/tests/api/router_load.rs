@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, Pair, Proc};
+use crate::fixture::Stack;
+use crate::helpers::client;
 
 /// How long the clients send requests.
 const LOAD_FOR: Duration = Duration::from_secs(5);
@@ -79,14 +80,12 @@ async fn run_client(base: String, n: usize, stop: Arc<AtomicBool>) -> ClientRepo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write() {
-    let Pair { dir, blue, green } = Pair::start("router-load");
     // Quiet logs: the test reads none of them, and 8 busy clients make many.
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &["--health-check-successes", "2", "--log-level", "warn,vigie_router=info"],
-    );
+    let stack = Stack::builder("router-load")
+        .router_flags(&["--health-check-successes", "2", "--log-level", "warn,vigie_router=info"])
+        .start()
+        .await;
+    let router = &stack.router;
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| tokio::spawn(run_client(router.url(""), n, Arc::clone(&stop))))
@@ -153,7 +152,7 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
     let mut offset = 0;
     loop {
         let page: Vec<Value> = http
-            .get(blue.url(&format!("/api/tasks?limit=500&offset={offset}")))
+            .get(stack.blue.url(&format!("/api/tasks?limit=500&offset={offset}")))
             .send()
             .await
             .expect("list tasks")
@@ -197,21 +196,19 @@ async fn switching_back_and_forth_under_load_fails_no_request_and_loses_no_write
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_router_survives() {
-    let Pair { dir, mut blue, green } = Pair::start("router-kill");
-    let request_timeout = Duration::from_secs(2);
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        dir.path(),
-        &[
+    let mut stack = Stack::builder("router-kill")
+        .router_flags(&[
             "--connect-timeout",
             "500ms",
             "--request-timeout",
             "2s",
             "--log-level",
             "warn,vigie_router=info",
-        ],
-    );
+        ])
+        .start()
+        .await;
+    let router = &stack.router;
+    let request_timeout = Duration::from_secs(2);
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|n| {
@@ -254,7 +251,7 @@ async fn killing_the_active_backend_mid_load_gives_fast_502_or_504_and_the_route
         .collect();
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    blue.kill();
+    stack.blue.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
 

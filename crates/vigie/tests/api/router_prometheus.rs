@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{eventually, Pair, Proc};
-use crate::prometheus::{copy_stack_config, set_static_target, Prometheus};
+use crate::fixture::Stack;
+use crate::helpers::eventually;
+use crate::prometheus::Prometheus;
 
 /// Backend job scrape interval (5 s) + file_sd refresh (5 s, and Prometheus
 /// also watches the file) + the discovery manager's 5 s update batching,
@@ -34,50 +35,38 @@ async fn backend_targets(prometheus: &Prometheus) -> Vec<(String, String, String
 
 #[tokio::test]
 async fn prometheus_sees_the_new_active_color_after_a_switch() {
-    let Pair { dir, blue, green } = Pair::start("router-prometheus");
-    let config = copy_stack_config(&dir.join("prometheus"));
-    let targets_file = config.join("targets").join("backend.json");
-    let router = Proc::router(
-        &blue.url(""),
-        &green.url(""),
-        &dir.join("router"),
-        &["--targets-file", targets_file.to_str().expect("utf-8")],
-    );
-    set_static_target(&config, "router", &router.admin_addr.expect("admin addr").to_string());
-    let prometheus = Prometheus::start(&config).await;
+    let stack = Stack::builder("router-prometheus").prometheus().start().await;
+    let prometheus = stack.prometheus();
 
     let up = |color: &str, role: &str| (color.to_owned(), role.to_owned(), "up".to_owned());
     eventually(SEEN_WITHIN, "Prometheus scrapes blue as active", || {
-        let prometheus = &prometheus;
         let want = vec![up("blue", "active"), up("green", "standby")];
         async move { (backend_targets(prometheus).await == want).then_some(()) }
     })
     .await;
 
-    let (status, body) = router.switch_to("green").await;
+    let (status, body) = stack.switch_to("green").await;
     assert_eq!(status, 200, "{body}");
-    eventually(SEEN_WITHIN, "Prometheus sees green as active after the switch", || {
-        let prometheus = &prometheus;
-        async move {
+    eventually(
+        SEEN_WITHIN,
+        "Prometheus sees green as active after the switch",
+        || async move {
             let targets = backend_targets(prometheus).await;
             let want = vec![up("blue", "standby"), up("green", "active")];
             (targets == want).then_some(())
-        }
-    })
+        },
+    )
     .await;
 
     // The router job scrapes the admin listener; its active-color gauge agrees.
     eventually(
         SEEN_WITHIN,
         "vigie_router_active_color{color=\"green\"} == 1 in Prometheus",
-        || {
-            let prometheus = &prometheus;
-            async move {
-                let result = prometheus
-                    .query(r#"vigie_router_active_color{job="router",color="green"} == 1"#)
-                    .await;
-                (!result.is_empty()).then_some(())
-            }
+        || async move {
+            let result = prometheus
+                .query(r#"vigie_router_active_color{job="router",color="green"} == 1"#)
+                .await;
+            (!result.is_empty()).then_some(())
         },
     )
     .await;

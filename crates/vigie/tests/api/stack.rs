@@ -314,23 +314,10 @@ pub async fn panels_have_data(
 ) -> Vec<String> {
     let config = copy_stack_config(&dir.join("prometheus"));
     let targets_file = config.join("targets").join("backend.json");
-    let state = dir.join("state.json");
-    let mut args = vec![
-        "router",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--blue",
-        blue,
-        "--green",
-        green,
-        "--state-file",
-        state.to_str().expect("utf-8"),
-        "--targets-file",
-        targets_file.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(router_flags);
+    let mut flags = vec!["--targets-file", targets_file.to_str().expect("utf-8")];
+    flags.extend_from_slice(router_flags);
+    let args = Proc::router_args(blue, green, dir.path(), &flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let router = Proc::start(&args, &[], &["public", "admin"]);
     let alertmanager = Alertmanager::start(dir.path()).await;
     set_static_target(&config, "router", &router.admin_addr.expect("admin").to_string());

@@ -29,23 +29,8 @@ fn backend_with_env(dir: &TempDir, envs: &[(&str, &str)], extra: &[&str]) -> Pro
 
 /// A router in front of `blue` (green answers nothing), with `envs`.
 fn router_to(blue: &Proc, dir: &TempDir, envs: &[(&str, &str)]) -> Proc {
-    let (state, targets) = (dir.join("state.json"), dir.join("targets.json"));
-    let (blue, green) = (blue.url(""), crate::helpers::dead_url());
-    let args = [
-        "router",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--blue",
-        &blue,
-        "--green",
-        &green,
-        "--state-file",
-        state.to_str().expect("utf-8"),
-        "--targets-file",
-        targets.to_str().expect("utf-8"),
-    ];
+    let args = Proc::router_args(&blue.url(""), &crate::helpers::dead_url(), dir.path(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proc::start(&args, envs, &["public", "admin"])
 }
 

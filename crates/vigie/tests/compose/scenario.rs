@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::images::{IMAGE, LAB_IMAGE, NEXT_IMAGE, NEXT_VERSION};
-use crate::stack::{eventually, Stack, Written, COMMAND_DEADLINE};
+use crate::stack::{eventually, http_client, Stack, Written, APP, COMMAND_DEADLINE};
 
 type Step = fn(&mut Stack) -> Result<(), String>;
 
@@ -57,7 +57,6 @@ pub const STEPS: [(&str, Step); 12] = [
     ),
 ];
 
-const APP: &str = "http://127.0.0.1:8080";
 /// file_sd picks up a rewritten targets file within its refresh (5s) and
 /// the next scrape (5s) relabels the series; a busy machine gets slack.
 const PROMETHEUS_SEES_SWITCH: Duration = Duration::from_secs(45);
@@ -186,46 +185,25 @@ fn the_doctor_passes_and_names_the_services_left_out(stack: &mut Stack) -> Resul
     Ok(())
 }
 
-/// The backend target Prometheus labels `role="active"`, when it is up.
-fn active_target(stack: &Stack) -> Result<String, String> {
-    let data = stack.prometheus("/api/v1/targets?state=active")?;
-    let active: Vec<&Value> = data["activeTargets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["labels"]["job"] == "backend" && t["labels"]["role"] == "active")
-        .collect();
-    match active.as_slice() {
-        [target] if target["health"] == "up" => Ok(target["labels"]["instance"].as_str().unwrap_or("").to_owned()),
-        _ => Err(format!("backend targets labelled active: {active:?}")),
-    }
-}
-
-/// The color `GET /api/info` through the router names.
-fn serving_color(stack: &Stack) -> Result<String, String> {
-    let answer = stack.get(&format!("{APP}/api/info"))?;
-    let body = answer.json()?;
-    if answer.status != 200 {
-        return Err(format!("GET /api/info: {} {}", answer.status, answer.body));
-    }
-    Ok(body["color"].as_str().unwrap_or("").to_owned())
-}
-
 fn a_switch_moves_traffic_and_the_prometheus_target(stack: &mut Stack) -> Result<(), String> {
     let before = eventually("Prometheus labels blue active", PROMETHEUS_SEES_SWITCH, || {
-        active_target(stack).and_then(|t| if t == "backend-blue:3000" { Ok(t) } else { Err(t) })
+        stack
+            .active_target()
+            .and_then(|t| if t == "backend-blue:3000" { Ok(t) } else { Err(t) })
     })?;
     let switched = stack.vigie("router", &["switch", "green"])?;
     if !switched.success {
         return Err(format!("vigie switch green: {}", switched.text()));
     }
-    let color = serving_color(stack)?;
+    let color = stack.serving_color()?;
     if color != "green" {
         return Err(format!("after the switch /api/info answers from {color}"));
     }
     let started = Instant::now();
     eventually("Prometheus labels green active", PROMETHEUS_SEES_SWITCH, || {
-        active_target(stack).and_then(|t| if t == "backend-green:3000" { Ok(t) } else { Err(t) })
+        stack
+            .active_target()
+            .and_then(|t| if t == "backend-green:3000" { Ok(t) } else { Err(t) })
     })?;
     println!(
         "compose: Prometheus' active target {before} -> backend-green:3000 in {:.1}s",
@@ -237,7 +215,7 @@ fn a_switch_moves_traffic_and_the_prometheus_target(stack: &mut Stack) -> Result
 fn a_router_restart_keeps_the_color(stack: &mut Stack) -> Result<(), String> {
     stack.compose.ok(&["restart", "router"], COMMAND_DEADLINE)?;
     let color = eventually("the router answers after its restart", Duration::from_secs(30), || {
-        serving_color(stack)
+        stack.serving_color()
     })?;
     if color != "green" {
         return Err(format!("after a restart the router serves {color}, not green"));
@@ -256,7 +234,7 @@ fn a_guarded_switch_passes_on_a_healthy_color(stack: &mut Stack) -> Result<(), S
     if switched.code != Some(0) || !switched.stdout.contains("guard verdict on blue (0.1.0): passed") {
         return Err(format!("vigie switch blue --guard 30s --wait: {}", switched.text()));
     }
-    if serving_color(stack)? != "blue" {
+    if stack.serving_color()? != "blue" {
         return Err("blue passed its guard but does not serve".to_owned());
     }
     Ok(())
@@ -298,7 +276,7 @@ fn down_then_up_keeps_tasks_and_prometheus_data(stack: &mut Stack) -> Result<(),
             "Prometheus lost data: {samples_before} router samples in the 10 minutes before the restart, {samples_after} after it"
         ));
     }
-    let color = serving_color(stack)?;
+    let color = stack.serving_color()?;
     if color != "blue" {
         return Err(format!(
             "after down and up the router serves {color}, not blue (its saved state)"
@@ -359,7 +337,9 @@ fn a_killed_active_backend_is_a_502_and_the_doctor_names_it(stack: &mut Stack) -
     println!("{report}");
     stack.compose.ok(&["start", "backend-blue"], COMMAND_DEADLINE)?;
     eventually("blue serves again", Duration::from_secs(60), || {
-        serving_color(stack).and_then(|c| if c == "blue" { Ok(()) } else { Err(c) })
+        stack
+            .serving_color()
+            .and_then(|c| if c == "blue" { Ok(()) } else { Err(c) })
     })
 }
 
@@ -423,31 +403,6 @@ fn the_grafana_password_is_grafanas_to_read_and_never_printed(stack: &mut Stack)
     Ok(())
 }
 
-/// `docker compose up -d <service>` with these variables (as a `.env` would set them).
-fn deploy(stack: &Stack, service: &str, envs: &[(&str, &str)]) -> Result<crate::docker::Output, String> {
-    stack
-        .compose
-        .run(&["up", "-d", "--no-deps", service], envs, COMMAND_DEADLINE)
-}
-
-/// The router's view of a color once it is ready and says `version`.
-fn wait_for_version(stack: &Stack, color: &str, version: &str) -> Result<(), String> {
-    eventually(
-        &format!("the router sees {color} ready on {version}"),
-        Duration::from_secs(60),
-        || {
-            let status = stack.vigie("router", &["status", "--json"])?;
-            let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
-            let upstream = &body["upstreams"][color];
-            if upstream["healthy"] == true && upstream["version"] == version {
-                Ok(())
-            } else {
-                Err(upstream.to_string())
-            }
-        },
-    )
-}
-
 /// Requests through the router from a thread of its own while a step goes
 /// on: `work` gets a client and the stop flag, and its result comes back
 /// at [`Background::finish`]. Stopped when dropped too (a step that fails
@@ -466,15 +421,7 @@ impl<T: Send + 'static> Background<T> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = std::sync::Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .map_err(|e| e.to_string())?;
+            let (runtime, http) = http_client(true)?;
             runtime.block_on(work(http, stopped))
         });
         Background {
@@ -584,16 +531,12 @@ fn series(stack: &Stack, expr: &str) -> Result<Vec<Value>, String> {
 /// deploy (fault injection) to the other color, rolled back by its guard;
 /// traffic on the good version, every acknowledged write readable.
 fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack) -> Result<(), String> {
-    if serving_color(stack)? != "blue" {
+    if stack.serving_color()? != "blue" {
         return Err("the release starts from blue active".to_owned());
     }
     // An image variable naming no image: the engine's own error, and the
     // running color is left as it was.
-    let missing = deploy(
-        stack,
-        "backend-green",
-        &[("VIGIE_GREEN_IMAGE", "vigie:no-such-release")],
-    )?;
+    let missing = stack.deploy("backend-green", &[("VIGIE_GREEN_IMAGE", "vigie:no-such-release")])?;
     if missing.success || !missing.text().to_lowercase().contains("no such image") {
         return Err(format!("deploying an image that does not exist: {}", missing.text()));
     }
@@ -606,11 +549,11 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         ));
     }
     let next = [("VIGIE_GREEN_IMAGE", NEXT_IMAGE)];
-    let deployed = deploy(stack, "backend-green", &next)?;
+    let deployed = stack.deploy("backend-green", &next)?;
     if !deployed.success {
         return Err(format!("deploying {NEXT_IMAGE} to green: {}", deployed.text()));
     }
-    wait_for_version(stack, "green", NEXT_VERSION)?;
+    stack.wait_for_version("green", NEXT_VERSION)?;
     let writer = writer();
 
     let switched = stack.vigie("router", &["switch", "green", "--guard", "40s", "--wait"])?;
@@ -647,11 +590,11 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         ("VIGIE_GREEN_IMAGE", NEXT_IMAGE),
         ("VIGIE_BLUE_FAULT_ERROR_RATE", "0.5"),
     ];
-    let deployed = deploy(stack, "backend-blue", &broken)?;
+    let deployed = stack.deploy("backend-blue", &broken)?;
     if !deployed.success {
         return Err(format!("deploying the broken blue: {}", deployed.text()));
     }
-    wait_for_version(stack, "blue", "0.1.0")?;
+    stack.wait_for_version("blue", "0.1.0")?;
     // Judged by error budget burn rate: the router reads the SLO file compose mounts.
     let switched = stack.vigie("router", &["switch", "blue", "--guard", "40s", "--guard-slo", "--wait"])?;
     if switched.code != Some(3)
@@ -665,7 +608,7 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
         ));
     }
     println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
-    if serving_color(stack)? != "green" {
+    if stack.serving_color()? != "green" {
         return Err("after the rollback the router does not serve green".to_owned());
     }
     let status = stack.vigie("router", &["status"])?;
@@ -719,14 +662,14 @@ fn a_release_passes_its_guard_and_a_broken_one_is_rolled_back(stack: &mut Stack)
 /// active color raise its burn rate, and the fast-burn page reaches
 /// Alertmanager, labelled with the color.
 fn errors_on_the_active_color_burn_its_budget_and_page_through_alertmanager(stack: &mut Stack) -> Result<(), String> {
-    if serving_color(stack)? != "green" {
+    if stack.serving_color()? != "green" {
         return Err("the SLO step starts from green active (the release's)".to_owned());
     }
     let failing = [
         ("VIGIE_GREEN_IMAGE", NEXT_IMAGE),
         ("VIGIE_GREEN_FAULT_ERROR_RATE", "0.5"),
     ];
-    let deployed = deploy(stack, "backend-green", &failing)?;
+    let deployed = stack.deploy("backend-green", &failing)?;
     if !deployed.success {
         return Err(format!("injecting errors on green: {}", deployed.text()));
     }
@@ -826,7 +769,7 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
     // The load generator calls vigie's API, which lab-service does not
     // have (route "unmatched"): the guard needs lab-service's own.
     let traffic = reader("/api/items");
-    let active = serving_color_of(stack)?;
+    let active = stack.active_color()?;
     let other = if active == "green" { "blue" } else { "green" };
     let switched = stack.vigie("router", &["switch", other, "--guard", "30s", "--wait"])?;
     if switched.code != Some(0)
@@ -840,7 +783,7 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
         &format!("Prometheus labels {other} active"),
         PROMETHEUS_SEES_SWITCH,
         || {
-            active_target(stack).and_then(|t| {
+            stack.active_target().and_then(|t| {
                 if t == format!("backend-{other}:3000") {
                     Ok(t)
                 } else {
@@ -874,17 +817,10 @@ fn a_service_that_is_not_vigie_runs_as_blue_and_green(stack: &mut Stack) -> Resu
         ));
     }
     println!("compose: {}", switched.stdout.trim().replace('\n', "\n  "));
-    if serving_color_of(stack)? != "blue" {
+    if stack.active_color()? != "blue" {
         return Err("after the rollback lab-service's blue does not serve".to_owned());
     }
     let (ok, failed) = traffic.finish()?;
     println!("compose: GET /api/items through the router during both guards: {ok} answered 2xx, {failed} not");
     Ok(())
-}
-
-/// The active color, as `vigie status --json` reports it.
-fn serving_color_of(stack: &Stack) -> Result<String, String> {
-    let status = stack.vigie("router", &["status", "--json"])?;
-    let body: Value = serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))?;
-    body["active"].as_str().map(str::to_owned).ok_or_else(|| status.text())
 }

@@ -20,6 +20,8 @@ pub const PROJECT: &str = "vigie";
 /// Longest wait for `docker compose up --wait` to see every service healthy.
 pub const UP_DEADLINE: Duration = Duration::from_secs(180);
 /// Longest wait for a short docker command (ps, exec, config, kill).
+/// The router's published port: the app as a user reaches it.
+pub const APP: &str = "http://127.0.0.1:8080";
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
 const INSTALL_HINT: &str = "the compose tests need a Docker engine and the compose v2 plugin: \
@@ -162,18 +164,9 @@ impl Stack {
             let listed: Vec<String> = left_out.iter().map(|(name, why)| format!("{name} ({why})")).collect();
             println!("compose: left out, no image on this engine: {}", listed.join("; "));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            // A fresh connection per request: steps are seconds apart, and
-            // a kept-alive one may be closed by the server as it is reused.
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| e.to_string())?;
+        // A fresh connection per request: steps are seconds apart, and a
+        // kept-alive one may be closed by the server as it is reused.
+        let (runtime, http) = http_client(false)?;
         Ok(Stack {
             compose,
             services,
@@ -257,6 +250,70 @@ impl Stack {
             let body = response.text().await.map_err(|e| format!("{url}: {e}"))?;
             Ok(Answer { status, body })
         })
+    }
+
+    /// `vigie status --json` of the router.
+    pub fn router_status(&self) -> Result<Value, String> {
+        let status = self.vigie("router", &["status", "--json"])?;
+        serde_json::from_str(&status.stdout).map_err(|e| format!("{e}: {}", status.text()))
+    }
+
+    /// The active color, as the router reports it.
+    pub fn active_color(&self) -> Result<String, String> {
+        let status = self.router_status()?;
+        status["active"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| status.to_string())
+    }
+
+    /// The color `GET /api/info` through the router names.
+    pub fn serving_color(&self) -> Result<String, String> {
+        let answer = self.get(&format!("{APP}/api/info"))?;
+        let body = answer.json()?;
+        if answer.status != 200 {
+            return Err(format!("GET /api/info: {} {}", answer.status, answer.body));
+        }
+        Ok(body["color"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// The router's view of a color once it is ready and says `version`.
+    pub fn wait_for_version(&self, color: &str, version: &str) -> Result<(), String> {
+        eventually(
+            &format!("the router sees {color} ready on {version}"),
+            Duration::from_secs(60),
+            || {
+                let status = self.router_status()?;
+                let upstream = &status["upstreams"][color];
+                if upstream["healthy"] == true && upstream["version"] == version {
+                    Ok(())
+                } else {
+                    Err(upstream.to_string())
+                }
+            },
+        )
+    }
+
+    /// `docker compose up -d --no-deps <service>` with these variables (as a
+    /// `.env` would set them): a deploy of one color.
+    pub fn deploy(&self, service: &str, envs: &[(&str, &str)]) -> Result<Output, String> {
+        self.compose
+            .run(&["up", "-d", "--no-deps", service], envs, COMMAND_DEADLINE)
+    }
+
+    /// The backend target Prometheus labels `role="active"`, when it is up.
+    pub fn active_target(&self) -> Result<String, String> {
+        let data = self.prometheus("/api/v1/targets?state=active")?;
+        let active: Vec<&Value> = data["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["labels"]["job"] == "backend" && t["labels"]["role"] == "active")
+            .collect();
+        match active.as_slice() {
+            [target] if target["health"] == "up" => Ok(target["labels"]["instance"].as_str().unwrap_or("").to_owned()),
+            _ => Err(format!("backend targets labelled active: {active:?}")),
+        }
     }
 
     /// Prometheus' `data` for an API path on the published port.
@@ -429,4 +486,19 @@ pub fn eventually<T>(
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
+}
+
+/// A single-threaded runtime and an HTTP client (10 s per request, no
+/// proxy) for a thread that drives requests; `keep_alive` false opens a
+/// connection per request.
+pub fn http_client(keep_alive: bool) -> Result<(tokio::runtime::Runtime, reqwest::Client), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
+    if !keep_alive {
+        http = http.pool_max_idle_per_host(0);
+    }
+    Ok((runtime, http.build().map_err(|e| e.to_string())?))
 }
