@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_promtool_accepts, client, require_program, Pair, Proc, TempDir};
+use crate::helpers::{assert_promtool_accepts, client, Pair, Proc, TempDir};
 
 fn start(tag: &str, extra: &[&str]) -> (TempDir, Proc) {
     let dir = TempDir::new(tag);

@@ -7,9 +7,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixture::{served_by, Stack};
-use crate::helpers::{
-    assert_promtool_accepts, client, dead_url, metric_value, require_program, Proc, TempDir, ADMIN_TOKEN,
-};
+use crate::helpers::{assert_promtool_accepts, client, dead_url, metric_value, Proc, TempDir, ADMIN_TOKEN};
 
 /// The targets file as (active color, active target, standby color, standby target).
 fn read_targets(path: &Path) -> Value {
