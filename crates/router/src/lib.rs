@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod guard_record;
+pub mod h1;
 pub mod headers;
 pub mod health;
 pub mod metrics;

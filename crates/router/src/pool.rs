@@ -1,5 +1,8 @@
-//! The keep-alive connections to one upstream: HTTP/1.1 connections of
-//! hyper's `client::conn::http1`, reused last-in first-out.
+//! The keep-alive connections to one upstream, reused last-in first-out:
+//! plain connections for idempotent requests without a body (nearly every
+//! proxied request: [`crate::h1`] writes and reads them in the request's own
+//! task), and HTTP/1.1 connections of hyper's `client::conn::http1` for
+//! requests that stream a body upstream.
 //!
 //! Why not hyper-util's pooling client: it spawns a task per request to
 //! watch for the connection's return, hashes the pool key with SipHash on
@@ -11,10 +14,10 @@
 //!
 //! A connection is reused only within [`IDLE_TIMEOUT`] of its last
 //! response, well inside the backend's keep-alive timeout (5 s), so the
-//! backend closing an idle connection rarely races a request. When it does
-//! and hyper had not begun to write the request, the request is sent again
-//! on another connection; the proxy replays an idempotent request that was
-//! written.
+//! backend closing an idle connection rarely races a request. When it does,
+//! a request on a plain connection that got nothing back is sent again on
+//! another one (it is idempotent and has no body), and a request hyper had
+//! not begun to write is too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,13 +26,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use vigie_telemetry::body::{BodyEvent, BodyWatcher, WatchedBody};
+
+use crate::h1;
 
 /// How long an idle connection may be reused after its last response.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +50,17 @@ pub fn empty_body() -> UpstreamBody {
     http_body_util::Either::Right(http_body_util::Empty::new())
 }
 
+/// A response body from either kind of connection.
+pub type ResponseBody = http_body_util::Either<PooledBody, h1::ResponseBody>;
+
+/// Whether a request may be sent twice with the same effect (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
 /// Why a request got no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -55,6 +71,9 @@ pub enum SendError {
     /// on the way.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The same, on a plain connection.
+    #[error(transparent)]
+    Exchange(#[from] h1::ExchangeError),
 }
 
 impl SendError {
@@ -64,6 +83,7 @@ impl SendError {
         match self {
             SendError::Connect(_) => false,
             SendError::Http(e) => e.is_incomplete_message() || e.is_canceled() || e.is_closed(),
+            SendError::Exchange(e) => !matches!(e, h1::ExchangeError::Invalid(_)),
         }
     }
 }
@@ -81,6 +101,8 @@ pub struct Pool {
     connect_timeout: Duration,
     /// Most recently used last.
     idle: Mutex<VecDeque<Idle>>,
+    /// The same for plain connections.
+    plain_idle: Mutex<VecDeque<(h1::Connection, Instant)>>,
 }
 
 impl Pool {
@@ -91,15 +113,62 @@ impl Pool {
             host,
             connect_timeout,
             idle: Mutex::new(VecDeque::new()),
+            plain_idle: Mutex::new(VecDeque::new()),
         }
     }
 
     /// Sends `request` (origin-form URI) and waits for the response head.
     /// Its body gives the connection back to the pool once read to the end.
-    pub async fn send(self: &Arc<Self>, mut request: Request<UpstreamBody>) -> Result<Response<PooledBody>, SendError> {
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, self.host.clone());
         }
+        if request.body().is_end_stream() && is_idempotent(request.method()) {
+            let response = self.send_plain(request).await?;
+            return Ok(response.map(http_body_util::Either::Right));
+        }
+        let response = Box::pin(self.send_streaming(request)).await?;
+        Ok(response.map(http_body_util::Either::Left))
+    }
+
+    /// A request without a body on a plain connection. One that got
+    /// nothing back on a kept-alive connection (the upstream had closed
+    /// it) goes out again on the next one.
+    async fn send_plain(
+        self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<h1::ResponseBody>, SendError> {
+        let (parts, _nothing) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head = h1::encode_head(&parts.method, target, &parts.headers);
+        loop {
+            let (connection, reused) = match self.checkout_plain() {
+                Some(connection) => (connection, true),
+                None => (h1::Connection::new(Box::pin(self.open()).await?), false),
+            };
+            match h1::exchange(connection, &head, &parts.method).await {
+                Ok((head, connection)) => {
+                    let body = h1::ResponseBody::new(&head, connection, Arc::clone(self) as Arc<dyn h1::Reuse>);
+                    let mut response = Response::new(body);
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = head.version;
+                    *response.headers_mut() = head.headers;
+                    return Ok(response);
+                }
+                Err(error) if reused && error.nothing_received() => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// A request with a body, streamed by hyper's client.
+    async fn send_streaming(
+        self: &Arc<Self>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -133,7 +202,7 @@ impl Pool {
     /// waits on a client's slow upload.
     fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.lock();
-        Self::close_expired(&mut idle);
+        close_expired(&mut idle, |entry| entry.since);
         while let Some(at) = idle
             .iter()
             .rposition(|entry| entry.sender.is_ready() || entry.sender.is_closed())
@@ -146,7 +215,15 @@ impl Pool {
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendError> {
+    /// The most recently used idle plain connection, if one is young enough.
+    fn checkout_plain(&self) -> Option<h1::Connection> {
+        let mut idle = self.plain_idle.lock();
+        close_expired(&mut idle, |(_, since)| *since);
+        idle.pop_back().map(|(connection, _)| connection)
+    }
+
+    /// A new TCP connection to the upstream.
+    async fn open(&self) -> Result<TcpStream, SendError> {
         // An IPv6 host comes bracketed (`[::1]`); the resolver wants it bare.
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let address = (host, self.authority.port_u16().unwrap_or(80));
@@ -162,6 +239,11 @@ impl Pool {
         };
         // Proxied requests are small and latency-bound: no Nagle delay.
         stream.set_nodelay(true).map_err(SendError::Connect)?;
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendError> {
+        let stream = self.open().await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -176,7 +258,7 @@ impl Pool {
             return;
         }
         let mut idle = self.lock();
-        Self::close_expired(&mut idle);
+        close_expired(&mut idle, |entry| entry.since);
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
                 sender,
@@ -188,23 +270,38 @@ impl Pool {
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; run
     /// periodically, so a pool nobody uses (the standby's) holds nothing.
     pub fn prune(&self) {
-        Self::close_expired(&mut self.lock());
-    }
-
-    /// Oldest first: once one is young enough, so are the rest.
-    fn close_expired(idle: &mut VecDeque<Idle>) {
-        while idle.front().is_some_and(|oldest| oldest.since.elapsed() > IDLE_TIMEOUT) {
-            idle.pop_front();
-        }
+        close_expired(&mut self.lock(), |entry| entry.since);
+        close_expired(&mut self.plain_idle.lock(), |(_, since)| *since);
     }
 
     /// Idle connections held now (open or not yet found closed).
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.plain_idle.lock().len()
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
         self.idle.lock()
+    }
+}
+
+impl h1::Reuse for Pool {
+    fn give_back(&self, connection: h1::Connection) {
+        let mut idle = self.plain_idle.lock();
+        close_expired(&mut idle, |(_, since)| *since);
+        if idle.len() < MAX_IDLE {
+            idle.push_back((connection, Instant::now()));
+        }
+    }
+}
+
+/// Closes the connections idle for longer than [`IDLE_TIMEOUT`], oldest
+/// first: once one is young enough, so are the rest.
+fn close_expired<T>(idle: &mut VecDeque<T>, since: impl Fn(&T) -> Instant) {
+    while idle
+        .front()
+        .is_some_and(|oldest| since(oldest).elapsed() > IDLE_TIMEOUT)
+    {
+        idle.pop_front();
     }
 }
 
@@ -288,7 +385,8 @@ mod tests {
 
     async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
         let request = Request::get("/").body(empty_body()).expect("request");
-        let body = pool.send(request).await?.into_body().collect().await?.to_bytes();
+        let response = pool.send(request).await?;
+        let body = response.into_body().collect().await.expect("the whole body").to_bytes();
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -363,6 +461,36 @@ mod tests {
             "{} connections",
             accepted.load(Ordering::SeqCst)
         );
+    }
+
+    /// A kept-alive connection the upstream closed while it sat in the
+    /// pool (its keep-alive timeout) costs the request nothing: it goes out
+    /// again on a new connection.
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_while_idle_goes_out_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = authority_of(&listener);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            // One answer per connection, then the connection closes without
+            // saying so in the answer.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await.expect("answer"), "ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

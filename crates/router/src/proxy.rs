@@ -19,9 +19,10 @@ use vigie_telemetry::traces::{self, Traces};
 use vigie_telemetry::{request_id, Color};
 
 use crate::error::{ClientError, ErrorKind, UpstreamError};
+use crate::h1::ExchangeError;
 use crate::headers::{add_forwarded, remove_hop_by_hop, ClientAddr, X_REQUEST_ID, X_VIGIE_COLOR};
 use crate::metrics::RouterMetrics;
-use crate::pool::{empty_body, PooledBody, SendError};
+use crate::pool::{ResponseBody, SendError};
 use crate::routing::Routing;
 use crate::upload;
 use crate::upstream::{InFlight, Upstream};
@@ -160,7 +161,7 @@ async fn forward(
     request_id: HeaderValue,
     timeout: Duration,
     trace: Option<&opentelemetry::Context>,
-) -> Result<Response<PooledBody>, Failed> {
+) -> Result<Response<ResponseBody>, Failed> {
     let (mut parts, body) = request.into_parts();
     // The upstream is a server, not a proxy: it gets the origin form
     // (`/path?query`) even if the client sent an absolute URI.
@@ -181,31 +182,11 @@ async fn forward(
     if let Some(cx) = trace {
         traces::inject(cx, &mut parts.headers);
     }
-    // An idempotent request without a body can be sent again when its
-    // connection broke under it (e.g. the backend closed a pooled connection
-    // just as the request went out). A body is streamed, so it cannot be.
-    let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
-        let mut again = Request::new(empty_body());
-        *again.method_mut() = parts.method.clone();
-        *again.uri_mut() = parts.uri.clone();
-        *again.version_mut() = parts.version;
-        *again.headers_mut() = parts.headers.clone();
-        again
-    });
+    // The pool sends an idempotent request without a body again when a
+    // kept-alive connection turns out closed; one with a body is streamed,
+    // so it cannot be.
     let (body, upload) = upload::watched(body);
-    let exchange = async {
-        match upstream.pool.send(Request::from_parts(parts, Either::Left(body))).await {
-            Err(error) if replay.is_some() && error.connection_broke() => {
-                tracing::debug!(color = %upstream.color, error = %crate::error::describe(&error), "retrying an idempotent request once");
-                match replay {
-                    // Boxed, as the rare path it is.
-                    Some(again) => Box::pin(upstream.pool.send(again)).await,
-                    None => Err(error),
-                }
-            }
-            other => other,
-        }
-    };
+    let exchange = upstream.pool.send(Request::from_parts(parts, Either::Left(body)));
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => Ok(response),
         // The client's body broke first: the upstream only saw it break.
@@ -220,13 +201,6 @@ async fn forward(
             message: format!("{} did not answer within {} ms", upstream.color, timeout.as_millis()),
         })),
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// The upstream failure in plain words: what happened, not the HTTP
@@ -247,6 +221,12 @@ fn classify(upstream: &Upstream, error: &SendError) -> UpstreamError {
         SendError::Http(e) if e.is_parse() => "sent a response that is not valid HTTP".to_owned(),
         SendError::Http(e) if e.is_closed() || e.is_canceled() => "closed the connection".to_owned(),
         SendError::Http(e) => format!("failed: {}", root_cause(e)),
+        SendError::Exchange(ExchangeError::Closed) => "closed the connection".to_owned(),
+        SendError::Exchange(ExchangeError::Incomplete) => {
+            "closed the connection before its response was complete".to_owned()
+        }
+        SendError::Exchange(ExchangeError::Invalid(what)) => format!("sent {what}"),
+        SendError::Exchange(ExchangeError::Io(e)) => format!("failed: {}", root_cause(e)),
     };
     UpstreamError {
         kind: ErrorKind::Other,
@@ -271,7 +251,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// up when the upstream sends nothing for `idle_timeout` (the request
 /// timeout), so a stalled body cannot hold the client forever.
 pub struct Tracked {
-    inner: PooledBody,
+    inner: ResponseBody,
     idle_timeout: Duration,
     /// Armed the first time the body has to wait: a response whose body
     /// came with its head never touches the timer or the clock.
@@ -292,7 +272,7 @@ impl Body for Tracked {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.frame_since_armed = true;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 match &mut this.idle {

@@ -1,0 +1,705 @@
+//! The proxy's common case on a plain HTTP/1.1 connection: a request
+//! without a body, written as one buffer, and its response read by the task
+//! that proxies it. hyper's client runs each connection in a task of its
+//! own and hands every request and response across channels; for a request
+//! with nothing to stream upstream, that hand-off costs more than the HTTP
+//! (bench/instructions.sh, docs/benchmarks.md). Requests with a body keep
+//! hyper's client ([`crate::pool`]), which streams them.
+//!
+//! The response head is parsed by `httparse` (hyper's own parser); header
+//! values are slices of the read buffer, not copies. The body is framed by
+//! `Content-Length`, chunked transfer coding or the end of the connection,
+//! and nothing for `HEAD`, 1xx, 204 and 304 (RFC 9112 §6.3). A connection
+//! goes back to its pool only after a complete, delimited body.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The longest response head read; a longer one is refused.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields a response head may have.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size or trailer line.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why an exchange failed before its response head was read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Writing the request or reading the response failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The connection closed before any byte of a response.
+    #[error("the connection closed before a response")]
+    Closed,
+    /// The connection closed in the middle of the response head.
+    #[error("the connection closed in the middle of the response head")]
+    Incomplete,
+    /// The response is not valid HTTP/1.1.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+impl ExchangeError {
+    /// Nothing of a response came back: a kept-alive connection the
+    /// upstream had closed, on which the request may be sent again.
+    pub fn nothing_received(&self) -> bool {
+        match self {
+            ExchangeError::Closed => true,
+            ExchangeError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            ),
+            ExchangeError::Incomplete | ExchangeError::Invalid(_) => false,
+        }
+    }
+}
+
+/// A connection with its read buffer.
+pub struct Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Self {
+        Connection {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Waits for more bytes; `Ok(false)` at the end of the stream.
+    async fn read_more(&mut self) -> io::Result<bool> {
+        self.buf.reserve(READ_CHUNK);
+        loop {
+            self.stream.readable().await?;
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(n) => return Ok(n > 0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        self.buf.reserve(READ_CHUNK);
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(n) => return Poll::Ready(Ok(n > 0)),
+                // Readiness is cleared: the next poll registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// A request head as it goes on the wire: `method target HTTP/1.1`, the
+/// fields, an empty line.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let mut head = Vec::with_capacity(method.as_str().len() + target.len() + fields + 16);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A parsed response head.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Writes `head` and reads the response head (interim 1xx answers
+/// skipped). The body, if any, is read through [`ResponseBody`].
+pub async fn exchange(
+    mut connection: Connection,
+    head: &[u8],
+    method: &Method,
+) -> Result<(Head, Connection), ExchangeError> {
+    connection.stream.write_all(head).await?;
+    loop {
+        if let Some(parsed) = parse_head(&mut connection.buf, method)? {
+            if parsed.status.is_informational() {
+                continue;
+            }
+            return Ok((parsed, connection));
+        }
+        // Once part of a head has come, a failure is no longer "nothing
+        // received": the request must not be sent again.
+        let had_bytes = !connection.buf.is_empty();
+        match connection.read_more().await {
+            Ok(true) => {}
+            Ok(false) if had_bytes => return Err(ExchangeError::Incomplete),
+            Ok(false) => return Err(ExchangeError::Closed),
+            Err(_) if had_bytes => return Err(ExchangeError::Incomplete),
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+}
+
+/// One response head off the front of `buf`, or `None` when more bytes
+/// are needed.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(ExchangeError::Invalid("a response head over 64 KiB"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::Invalid("a response head with over 100 fields"))
+        }
+        Err(_) => return Err(ExchangeError::Invalid("a response that is not valid HTTP")),
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(ExchangeError::Invalid("a response with an invalid status"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ExchangeError::Invalid(
+            "a protocol switch, which the router does not proxy",
+        ));
+    }
+    // Where each field lies in the buffer, so that the values can be
+    // slices of it once it is split off (no copy per value).
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        *span = (
+            field.name.as_ptr() as usize - base,
+            field.name.len(),
+            field.value.as_ptr() as usize - base,
+            field.value.len(),
+        );
+    }
+    let head = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| ExchangeError::Invalid("a response with an invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| ExchangeError::Invalid("a response with an invalid header value"))?;
+        headers.append(name, value);
+    }
+    let framing = framing(method, status, &headers)?;
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // The transfer coding frames the body; a length beside it is wrong
+        // (RFC 9112 §6.3) and must not reach the client.
+        headers.remove(CONTENT_LENGTH);
+    }
+    let keep_alive = version == Version::HTTP_11
+        && !matches!(framing, Framing::UntilClose)
+        && !headers.get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        });
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// How the body of a response ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body, whatever the fields say.
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// At the line end after a chunk's data.
+    DataEnd,
+    /// At the trailer section (ignored) after the last chunk.
+    Trailers,
+}
+
+fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, ExchangeError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if let Some(codings) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let last = codings.to_str().ok().and_then(|c| c.rsplit(',').next()).map(str::trim);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(Framing::UntilClose);
+    };
+    let length = parse_length(first)?;
+    if lengths.any(|other| parse_length(other).ok() != Some(length)) {
+        return Err(ExchangeError::Invalid(
+            "a response with conflicting Content-Length fields",
+        ));
+    }
+    Ok(if length == 0 {
+        Framing::Empty
+    } else {
+        Framing::Length(length)
+    })
+}
+
+fn parse_length(value: &HeaderValue) -> Result<u64, ExchangeError> {
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ExchangeError::Invalid("a response with an invalid Content-Length"));
+    }
+    text.parse()
+        .map_err(|_| ExchangeError::Invalid("a response with an invalid Content-Length"))
+}
+
+/// Given back when a response body has been read to its end on a
+/// connection that can carry another request.
+pub trait Reuse: Send + Sync {
+    fn give_back(&self, connection: Connection);
+}
+
+/// A response body read from its connection as the client takes it.
+pub struct ResponseBody {
+    connection: Option<Connection>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<dyn Reuse>,
+}
+
+impl ResponseBody {
+    pub fn new(head: &Head, connection: Connection, pool: Arc<dyn Reuse>) -> Self {
+        let mut body = ResponseBody {
+            connection: Some(connection),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            pool,
+        };
+        if body.framing == Framing::Empty {
+            body.finish();
+        }
+        body
+    }
+
+    /// The end of the body: the connection goes back to the pool when
+    /// nothing else came after the body.
+    fn finish(&mut self) {
+        self.framing = Framing::Empty;
+        if let Some(connection) = self.connection.take() {
+            if self.keep_alive && connection.buf.is_empty() {
+                self.pool.give_back(connection);
+            }
+        }
+    }
+
+    /// The next data frame in the buffer, `Ok(None)` when more bytes are
+    /// needed. The body's end is `self.framing == Framing::Empty`.
+    fn next_frame(&mut self) -> Result<Option<Bytes>, io::Error> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut connection.buf;
+        loop {
+            match self.framing {
+                Framing::Empty => return Ok(None),
+                Framing::UntilClose => return Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.framing = Framing::Length(left);
+                    if left == 0 {
+                        self.finish();
+                    }
+                    return Ok(Some(data));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf)? else { return Ok(None) };
+                    let size = chunk_size(&line)?;
+                    self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(data));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(invalid("a chunk not followed by a line end"));
+                    }
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let Some(line) = take_line(buf)? else { return Ok(None) };
+                    if line.is_empty() {
+                        self.finish();
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// A line (without its CRLF) off the front of `buf`, or `None` when it has
+/// not all arrived.
+fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = buf.split_to(end);
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE_BYTES => Err(invalid("a chunk-size or trailer line over 4 KiB")),
+        None => Ok(None),
+    }
+}
+
+/// The size on a chunk-size line: hex digits, then optional extensions.
+fn chunk_size(line: &[u8]) -> io::Result<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || matches!(rest.iter().find(|b| !matches!(b, b' ' | b'\t')), Some(b';') | None);
+    if digits == 0 || digits > 15 || !rest_ok {
+        return Err(invalid("an invalid chunk-size line"));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("an invalid chunk-size line"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| invalid("an invalid chunk-size line"))
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match this.next_frame() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) if this.framing == Framing::Empty => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(connection.poll_read_more(cx)) {
+                Ok(true) => {}
+                Ok(false) if this.framing == Framing::UntilClose => {
+                    this.connection = None;
+                    this.framing = Framing::Empty;
+                    return Poll::Ready(None);
+                }
+                Ok(false) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before the end of its response body",
+                    ))));
+                }
+                Err(e) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Empty
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Counts the connections given back.
+    #[derive(Default)]
+    struct Returned(AtomicUsize);
+
+    impl Reuse for Returned {
+        fn give_back(&self, _connection: Connection) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A server that reads one request head, then writes `pieces` with a
+    /// pause between them, then closes the connection or, with `hold`,
+    /// keeps it open.
+    async fn upstream(pieces: Vec<&'static [u8]>, hold: bool) -> Connection {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if stream.read(&mut byte).await.expect("read") == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            for piece in pieces {
+                stream.write_all(piece).await.expect("write");
+                stream.flush().await.expect("flush");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if hold {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        Connection::new(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// GET (or `method`) through a fresh connection to a server answering
+    /// `pieces`: the head, the body or its error, and connections given back.
+    async fn fetch(
+        method: Method,
+        pieces: Vec<&'static [u8]>,
+        hold: bool,
+    ) -> Result<(Head, Result<Vec<u8>, String>, usize), ExchangeError> {
+        let connection = upstream(pieces, hold).await;
+        let head_bytes = encode_head(&method, "/", &HeaderMap::new());
+        let (head, connection) = exchange(connection, &head_bytes, &method).await?;
+        let returned = Arc::new(Returned::default());
+        let body = ResponseBody::new(&head, connection, Arc::clone(&returned) as Arc<dyn Reuse>);
+        let body = tokio::time::timeout(Duration::from_secs(3), body.collect())
+            .await
+            .expect("the body ends")
+            .map(|b| b.to_bytes().to_vec())
+            .map_err(|e| e.to_string());
+        Ok((head, body, returned.0.load(Ordering::SeqCst)))
+    }
+
+    #[test]
+    fn a_request_head_is_the_method_target_and_fields() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("blue:3000"));
+        headers.insert("x-request-id", HeaderValue::from_static("abc"));
+        let head = encode_head(&Method::GET, "/api/info?x=1", &headers);
+        assert_eq!(
+            String::from_utf8(head).expect("ascii"),
+            "GET /api/info?x=1 HTTP/1.1\r\nhost: blue:3000\r\nx-request-id: abc\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_arriving_in_pieces_ends_and_gives_the_connection_back() {
+        let (head, body, returned) = fetch(
+            Method::GET,
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Color: bl",
+                b"ue\r\n\r\nhello",
+                b" world",
+            ],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((head.status, head.version), (StatusCode::OK, Version::HTTP_11));
+        assert_eq!(head.headers["x-color"], "blue");
+        assert_eq!(body.as_deref(), Ok(&b"hello world"[..]));
+        assert_eq!(returned, 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_decoded_across_pieces_with_extensions_and_trailers() {
+        let (head, body, returned) = fetch(
+            Method::GET,
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+                b"lo\r\n6;ext=1\r\n world\r",
+                b"\n0\r\nX-Trailer: t\r\n",
+                b"\r\n",
+            ],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(body.as_deref(), Ok(&b"hello world"[..]));
+        assert_eq!(returned, 1);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_head_204_and_304_have_no_body() {
+        let (head, body, returned) = fetch(
+            Method::GET,
+            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((head.status, body.as_deref()), (StatusCode::NO_CONTENT, Ok(&b""[..])));
+        assert_eq!(returned, 1);
+        let (head, body, returned) = fetch(
+            Method::HEAD,
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((head.status, body.as_deref()), (StatusCode::OK, Ok(&b""[..])));
+        assert_eq!(returned, 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_or_with_connection_close_is_read_whole_and_not_reused() {
+        let (_, body, returned) = fetch(Method::GET, vec![b"HTTP/1.1 200 OK\r\n\r\nall of ", b"it"], false)
+            .await
+            .expect("a response");
+        assert_eq!((body.as_deref(), returned), (Ok(&b"all of it"[..]), 0));
+        let (_, body, returned) = fetch(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
+            false,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((body.as_deref(), returned), (Ok(&b"ok"[..]), 0));
+        let (_, _, returned) = fetch(
+            Method::GET,
+            vec![b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!(returned, 0, "HTTP/1.0 is not kept alive");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_its_connection_is_dropped() {
+        for pieces in [
+            vec![&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"[..]],
+            vec![&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"[..]],
+        ] {
+            let (_, body, returned) = fetch(Method::GET, pieces, false).await.expect("a response");
+            let error = body.expect_err("cut short");
+            assert!(error.contains("before the end of its response body"), "{error}");
+            assert_eq!(returned, 0);
+        }
+        let (_, body, returned) = fetch(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((body, returned), (Err("an invalid chunk-size line".to_owned()), 0));
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_response_head_is_named() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"", "the connection closed before a response"),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-",
+                "the connection closed in the middle of the response head",
+            ),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "a response that is not valid HTTP"),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+                "a response with conflicting Content-Length fields",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "a response with an invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                "a protocol switch, which the router does not proxy",
+            ),
+        ];
+        for (answer, message) in cases {
+            let error = fetch(Method::GET, vec![answer], false)
+                .await
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(error.as_deref(), Some(message), "{:?}", String::from_utf8_lossy(answer));
+        }
+        let closed = fetch(Method::GET, vec![], false).await.err().expect("an error");
+        assert!(closed.nothing_received());
+    }
+}
