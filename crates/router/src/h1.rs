@@ -13,6 +13,7 @@
 //! goes back to its pool only after a complete, delimited body.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -125,6 +126,12 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8
     head
 }
 
+/// The bytes of a head not all arrived, back in a buffer to read more into
+/// (without a copy when nothing else holds them, as is the case here).
+fn restore(filled: Bytes) -> BytesMut {
+    filled.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
 /// A parsed response head.
 pub struct Head {
     pub status: StatusCode,
@@ -165,17 +172,26 @@ pub async fn exchange(
 /// One response head off the front of `buf`, or `None` when more bytes
 /// are needed.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let length = match response.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Parsed from a frozen copy-free view of the bytes so that the header
+    // values can be slices of it; the field array is left uninitialised
+    // (zeroing it cost more than the parse).
+    let filled = buf.split().freeze();
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, &filled, &mut fields);
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+        Ok(httparse::Status::Partial) if filled.len() > MAX_HEAD_BYTES => {
             return Err(ExchangeError::Invalid("a response head over 64 KiB"))
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(ExchangeError::Invalid("a response head with over 100 fields"))
+        Ok(httparse::Status::Partial) => {
+            *buf = restore(filled);
+            return Ok(None);
         }
+        Err(httparse::Error::TooManyHeaders) => return Err(ExchangeError::Invalid("a response head with over 100 fields")),
         Err(_) => return Err(ExchangeError::Invalid("a response that is not valid HTTP")),
     };
     let status = response
@@ -187,32 +203,18 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         _ => Version::HTTP_10,
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(ExchangeError::Invalid(
-            "a protocol switch, which the router does not proxy",
-        ));
+        return Err(ExchangeError::Invalid("a protocol switch, which the router does not proxy"));
     }
-    // Where each field lies in the buffer, so that the values can be
-    // slices of it once it is split off (no copy per value).
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        *span = (
-            field.name.as_ptr() as usize - base,
-            field.name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        );
-    }
-    let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+        let value = HeaderValue::from_maybe_shared(filled.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header value"))?;
         headers.append(name, value);
     }
+    // What came after the head (the body's start) stays for the body.
+    buf.extend_from_slice(&filled[length..]);
     let framing = framing(method, status, &headers)?;
     if headers.contains_key(TRANSFER_ENCODING) {
         // The transfer coding frames the body; a length beside it is wrong
@@ -364,8 +366,17 @@ impl ResponseBody {
                     return Ok(Some(data));
                 }
                 Framing::Chunked(Chunk::Size) => {
-                    let Some(line) = take_line(buf)? else { return Ok(None) };
-                    let size = chunk_size(&line)?;
+                    let size = match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            size
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE_BYTES => {
+                            return Err(invalid("a chunk-size line over 4 KiB"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(invalid("an invalid chunk-size line")),
+                    };
                     self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
                 }
                 Framing::Chunked(Chunk::Data(left)) => {
@@ -413,21 +424,9 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
             buf.advance(2);
             Ok(Some(line))
         }
-        None if buf.len() > MAX_LINE_BYTES => Err(invalid("a chunk-size or trailer line over 4 KiB")),
+        None if buf.len() > MAX_LINE_BYTES => Err(invalid("a trailer line over 4 KiB")),
         None => Ok(None),
     }
-}
-
-/// The size on a chunk-size line: hex digits, then optional extensions.
-fn chunk_size(line: &[u8]) -> io::Result<u64> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty() || matches!(rest.iter().find(|b| !matches!(b, b' ' | b'\t')), Some(b';') | None);
-    if digits == 0 || digits > 15 || !rest_ok {
-        return Err(invalid("an invalid chunk-size line"));
-    }
-    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("an invalid chunk-size line"))?;
-    u64::from_str_radix(hex, 16).map_err(|_| invalid("an invalid chunk-size line"))
 }
 
 impl Body for ResponseBody {
