@@ -129,7 +129,9 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8
 /// The bytes of a head not all arrived, back in a buffer to read more into
 /// (without a copy when nothing else holds them, as is the case here).
 fn restore(filled: Bytes) -> BytesMut {
-    filled.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+    filled
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
 /// A parsed response head.
@@ -181,7 +183,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
     let filled = buf.split().freeze();
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, &filled, &mut fields);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, &filled, &mut fields);
     let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if filled.len() > MAX_HEAD_BYTES => {
@@ -191,7 +194,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
             *buf = restore(filled);
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(ExchangeError::Invalid("a response head with over 100 fields")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::Invalid("a response head with over 100 fields"))
+        }
         Err(_) => return Err(ExchangeError::Invalid("a response that is not valid HTTP")),
     };
     let status = response
@@ -203,7 +208,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         _ => Version::HTTP_10,
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(ExchangeError::Invalid("a protocol switch, which the router does not proxy"));
+        return Err(ExchangeError::Invalid(
+            "a protocol switch, which the router does not proxy",
+        ));
     }
     let mut headers = HeaderMap::with_capacity(response.headers.len());
     for field in response.headers.iter() {

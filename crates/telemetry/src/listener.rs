@@ -40,9 +40,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,7 +53,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tower::Layer;
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 
@@ -161,6 +161,62 @@ struct ConnState {
     /// When the last request ended (ms since the listener started).
     idle_since_ms: AtomicU64,
     listener: Arc<Connections>,
+    /// Raised to close the connection.
+    close: CloseSignal,
+}
+
+/// Why a connection is told to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// The server stops: the request in flight, if any, ends first.
+    Shutdown = 1,
+    /// Evicted for a newcomer or past its header read timeout: at once.
+    Evicted = 2,
+}
+
+/// What a connection's task waits on beside the connection: a flag and the
+/// task's waker. The task checks it at every wake-up (several per request),
+/// so it costs an atomic load and a waker comparison; a channel's receiver
+/// cost a few hundred instructions per request (bench/instructions.sh).
+#[derive(Default)]
+struct CloseSignal {
+    reason: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl CloseSignal {
+    /// Tells the connection to close; eviction wins over shutdown.
+    fn raise(&self, reason: CloseReason) {
+        self.reason.fetch_max(reason as u8, Ordering::AcqRel);
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+    }
+
+    fn raised(&self) -> Option<CloseReason> {
+        match self.reason.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(CloseReason::Shutdown),
+            _ => Some(CloseReason::Evicted),
+        }
+    }
+
+    fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        if let Some(reason) = self.raised() {
+            return Poll::Ready(reason);
+        }
+        {
+            let mut waker = self.waker.lock();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        // Raised between the check and the registration: seen here.
+        match self.raised() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl ConnState {
@@ -184,8 +240,19 @@ impl ConnState {
 /// task has dropped the socket, so the table counts descriptors in use.
 struct OpenConnection {
     state: Arc<ConnState>,
-    /// Set to close the connection (eviction).
-    close: watch::Sender<bool>,
+}
+
+impl OpenConnection {
+    fn evicted(&self) -> bool {
+        self.state.close.raised() == Some(CloseReason::Evicted)
+    }
+
+    /// Tells the connection to close at once; false when its task is gone
+    /// (it panicked): nothing but the table holds its state.
+    fn evict(&self) -> bool {
+        self.state.close.raise(CloseReason::Evicted);
+        Arc::strong_count(&self.state) > 1
+    }
 }
 
 /// Whether the newcomer may be served.
@@ -236,8 +303,8 @@ impl Connections {
                 .state
                 .eviction_key()
                 .is_some_and(|(_, since)| now.saturating_sub(since) > timeout_ms);
-            if stale && !*connection.close.borrow() {
-                let _ = connection.close.send(true);
+            if stale && !connection.evicted() {
+                connection.evict();
             }
         }
     }
@@ -251,7 +318,7 @@ impl Connections {
     }
 
     /// Registers a newcomer; removed from the table when the guard drops.
-    fn register(self: &Arc<Self>) -> (Registered, Arc<ConnState>, watch::Receiver<bool>) {
+    fn register(self: &Arc<Self>) -> (Registered, Arc<ConnState>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
         let state = Arc::new(ConnState {
@@ -260,20 +327,19 @@ impl Connections {
             served: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(now),
             listener: Arc::clone(self),
+            close: CloseSignal::default(),
         });
-        let (close, closed) = watch::channel(false);
         self.lock().insert(
             id,
             OpenConnection {
                 state: Arc::clone(&state),
-                close,
             },
         );
         let registered = Registered {
             connections: Arc::clone(self),
             id,
         };
-        (registered, state, closed)
+        (registered, state)
     }
 
     /// Makes room under `max` for the newcomer `id` (already counted): tells
@@ -283,7 +349,7 @@ impl Connections {
         if open.len() <= max {
             return Room::Free;
         }
-        if open.values().any(|c| *c.close.borrow()) {
+        if open.values().any(OpenConnection::evicted) {
             return Room::Wait { all_busy: false };
         }
         loop {
@@ -296,8 +362,8 @@ impl Connections {
             let Some(evict) = evict else {
                 return Room::Wait { all_busy: true };
             };
-            match open.get(&evict).map(|c| c.close.send(true)) {
-                Some(Ok(())) => return Room::Wait { all_busy: false },
+            match open.get(&evict).map(OpenConnection::evict) {
+                Some(true) => return Room::Wait { all_busy: false },
                 // Its task is gone (it panicked): its entry only.
                 _ => {
                     open.remove(&evict);
@@ -340,7 +406,6 @@ pub async fn serve<M, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let connections = Connections::new();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_headers(limits.max_headers);
     let sweeper = tokio::spawn(sweep(Arc::clone(&connections), limits.header_read_timeout));
@@ -361,7 +426,7 @@ pub async fn serve<M, S, B>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (registered, state, closed) = connections.register();
+        let (registered, state) = connections.register();
         let mut all_busy_logged = false;
         // Set before looking, so that a request ending meanwhile leaves its
         // wake-up (a Notify permit) for the wait below.
@@ -391,14 +456,15 @@ pub async fn serve<M, S, B>(
             state: Arc::clone(&state),
         };
         let connection = http.serve_connection(TokioIo::new(stream), counted);
-        let shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
             let _registered = registered;
-            drive(connection, &state, closed, shutdown, peer).await;
+            drive(connection, &state, peer).await;
         });
     }
     drop(listener);
-    let _ = shutdown_tx.send(true);
+    for connection in connections.lock().values() {
+        connection.state.close.raise(CloseReason::Shutdown);
+    }
     while tasks.join_next().await.is_some() {}
     sweeper.abort();
 }
@@ -420,8 +486,6 @@ async fn sweep(connections: Arc<Connections>, timeout: Duration) {
 async fn drive<S, B>(
     connection: hyper::server::conn::http1::Connection<TokioIo<TcpStream>, Counted<S>>,
     state: &ConnState,
-    mut closed: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
@@ -436,8 +500,11 @@ async fn drive<S, B>(
             }
             return;
         }
-        _ = closed.wait_for(|close| *close) => return,
-        _ = shutdown.wait_for(|stop| *stop) => {}
+        reason = std::future::poll_fn(|cx| state.close.poll_raised(cx)) => {
+            if reason == CloseReason::Evicted {
+                return;
+            }
+        }
     }
     let idle = state.in_flight.load(Ordering::Acquire) == 0;
     connection.as_mut().graceful_shutdown();
@@ -532,33 +599,29 @@ mod tests {
     use super::*;
 
     /// A table of connections: (opened_ms, in_flight, served, idle_since_ms).
-    /// The receivers are kept: a connection whose task is gone is dropped
-    /// from the table instead of being told to close.
-    fn table_with(entries: &[(u64, usize, bool, u64)]) -> (Arc<Connections>, Vec<watch::Receiver<bool>>) {
+    /// The states are kept, as their tasks would: a connection whose task
+    /// is gone is dropped from the table instead of being told to close.
+    fn table_with(entries: &[(u64, usize, bool, u64)]) -> (Arc<Connections>, Vec<Arc<ConnState>>) {
         let connections = Connections::new();
-        let mut receivers = Vec::new();
+        let mut tasks = Vec::new();
         for (id, (opened, in_flight, served, idle_since)) in (0u64..).zip(entries) {
-            let (close, closed) = watch::channel(false);
-            receivers.push(closed);
             let state = Arc::new(ConnState {
                 opened_ms: *opened,
                 in_flight: AtomicUsize::new(*in_flight),
                 served: AtomicBool::new(*served),
                 idle_since_ms: AtomicU64::new(*idle_since),
                 listener: Arc::clone(&connections),
+                close: CloseSignal::default(),
             });
-            connections.lock().insert(id, OpenConnection { state, close });
+            tasks.push(Arc::clone(&state));
+            connections.lock().insert(id, OpenConnection { state });
         }
-        (connections, receivers)
+        (connections, tasks)
     }
 
     fn evicted(connections: &Connections) -> Vec<u64> {
         let open = connections.lock();
-        let mut ids: Vec<u64> = open
-            .iter()
-            .filter(|(_, c)| *c.close.borrow())
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids: Vec<u64> = open.iter().filter(|(_, c)| c.evicted()).map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids
     }
