@@ -33,6 +33,8 @@ const MAX_HEADERS: usize = 100;
 const MAX_LINE_BYTES: usize = 4 * 1024;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Below this much room, a read gets a new chunk first.
+const MIN_READ_ROOM: usize = 8 * 1024;
 
 /// Why an exchange failed before its response head was read.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +82,19 @@ impl Connection {
         }
     }
 
+    /// Room to read into: a new [`READ_CHUNK`] only when little is left.
+    /// (Reserving a full chunk each time allocated once per response: the
+    /// header values of the last one still share the buffer, so its space
+    /// cannot be reclaimed.)
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < MIN_READ_ROOM {
+            self.buf.reserve(READ_CHUNK);
+        }
+    }
+
     /// Waits for more bytes; `Ok(false)` at the end of the stream.
     async fn read_more(&mut self) -> io::Result<bool> {
-        self.buf.reserve(READ_CHUNK);
+        self.make_room();
         loop {
             self.stream.readable().await?;
             match self.stream.try_read_buf(&mut self.buf) {
@@ -94,7 +106,7 @@ impl Connection {
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        self.buf.reserve(READ_CHUNK);
+        self.make_room();
         loop {
             std::task::ready!(self.stream.poll_read_ready(cx))?;
             match self.stream.try_read_buf(&mut self.buf) {
@@ -213,27 +225,25 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         ));
     }
     let mut headers = HeaderMap::with_capacity(response.headers.len());
+    // The fields that frame the body, noted on the way (no lookups after).
+    let mut fields = FramingFields::default();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(filled.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header value"))?;
+        fields.note(&name, &value)?;
         headers.append(name, value);
     }
     // What came after the head (the body's start) stays for the body.
     buf.extend_from_slice(&filled[length..]);
-    let framing = framing(method, status, &headers)?;
-    if headers.contains_key(TRANSFER_ENCODING) {
+    let framing = fields.framing(method, status);
+    if fields.transfer_coding.is_some() && fields.content_length.is_some() {
         // The transfer coding frames the body; a length beside it is wrong
         // (RFC 9112 §6.3) and must not reach the client.
         headers.remove(CONTENT_LENGTH);
     }
-    let keep_alive = version == Version::HTTP_11
-        && !matches!(framing, Framing::UntilClose)
-        && !headers.get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-        });
+    let keep_alive = version == Version::HTTP_11 && !matches!(framing, Framing::UntilClose) && !fields.close;
     Ok(Some(Head {
         status,
         version,
@@ -268,36 +278,58 @@ enum Chunk {
     Trailers,
 }
 
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, ExchangeError> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Empty);
+/// The fields of a response head that say how its body ends.
+#[derive(Default)]
+struct FramingFields {
+    /// The last transfer coding named.
+    transfer_coding: Option<HeaderValue>,
+    content_length: Option<u64>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ExchangeError> {
+        if name == TRANSFER_ENCODING {
+            self.transfer_coding = Some(value.clone());
+        } else if name == CONTENT_LENGTH {
+            let length = parse_length(value)?;
+            if self.content_length.is_some_and(|first| first != length) {
+                return Err(ExchangeError::Invalid(
+                    "a response with conflicting Content-Length fields",
+                ));
+            }
+            self.content_length = Some(length);
+        } else if name == CONNECTION {
+            let close = value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            self.close |= close;
+        }
+        Ok(())
     }
-    if let Some(codings) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let last = codings.to_str().ok().and_then(|c| c.rsplit(',').next()).map(str::trim);
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::UntilClose,
-        });
+
+    fn framing(&self, method: &Method, status: StatusCode) -> Framing {
+        if method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Empty;
+        }
+        if let Some(codings) = &self.transfer_coding {
+            let last = codings.to_str().ok().and_then(|c| c.rsplit(',').next()).map(str::trim);
+            return match last {
+                Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+                _ => Framing::UntilClose,
+            };
+        }
+        match self.content_length {
+            None => Framing::UntilClose,
+            Some(0) => Framing::Empty,
+            Some(length) => Framing::Length(length),
+        }
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return Ok(Framing::UntilClose);
-    };
-    let length = parse_length(first)?;
-    if lengths.any(|other| parse_length(other).ok() != Some(length)) {
-        return Err(ExchangeError::Invalid(
-            "a response with conflicting Content-Length fields",
-        ));
-    }
-    Ok(if length == 0 {
-        Framing::Empty
-    } else {
-        Framing::Length(length)
-    })
 }
 
 fn parse_length(value: &HeaderValue) -> Result<u64, ExchangeError> {
