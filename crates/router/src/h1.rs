@@ -84,6 +84,15 @@ impl Connection {
         }
     }
 
+    /// Whether a pooled connection is still quiet: nothing has come since
+    /// its last response (a stray answer would be taken for the next
+    /// request's), and the upstream has not closed it. Costs one read that
+    /// finds nothing.
+    pub fn still_idle(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Room to read into: a new [`READ_CHUNK`] only when little is left.
     /// (Reserving a full chunk each time allocated once per response: the
     /// header values of the last one still share the buffer, so its space
@@ -140,8 +149,9 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8
     head
 }
 
-/// The bytes of a head not all arrived, back in a buffer to read more into
-/// (without a copy when nothing else holds them, as is the case here).
+/// The bytes of a head not all arrived, back in a buffer to read more into.
+/// They are copied (the buffer's spare room shares their allocation); a
+/// head split across reads is rare, and parsing it again costs more.
 fn restore(filled: Bytes) -> BytesMut {
     filled
         .try_into_mut()
@@ -165,16 +175,18 @@ pub async fn exchange(
     method: &Method,
 ) -> Result<(Head, Connection), ExchangeError> {
     connection.stream.write_all(head).await?;
+    // Once part of an answer has come (an interim one included), a failure
+    // is no longer "nothing received": the request must not be sent again.
+    let mut interim_seen = false;
     loop {
         if let Some(parsed) = parse_head(&mut connection.buf, method)? {
             if parsed.status.is_informational() {
+                interim_seen = true;
                 continue;
             }
             return Ok((parsed, connection));
         }
-        // Once part of a head has come, a failure is no longer "nothing
-        // received": the request must not be sent again.
-        let had_bytes = !connection.buf.is_empty();
+        let had_bytes = interim_seen || !connection.buf.is_empty();
         match connection.read_more().await {
             Ok(true) => {}
             Ok(false) if had_bytes => return Err(ExchangeError::Incomplete),
@@ -239,13 +251,20 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
     }
     // What came after the head (the body's start) stays for the body.
     buf.extend_from_slice(&filled[length..]);
-    let framing = fields.framing(method, status);
-    if fields.transfer_coding.is_some() && fields.content_length.is_some() {
+    let mut framing = fields.framing(method, status);
+    let both_framings = fields.transfer_coding.is_some() && fields.content_length.is_some();
+    if both_framings {
         // The transfer coding frames the body; a length beside it is wrong
-        // (RFC 9112 §6.3) and must not reach the client.
+        // (RFC 9112 §6.3), must not reach the client, and the connection
+        // is not trusted with another request.
         headers.remove(CONTENT_LENGTH);
     }
-    let keep_alive = version == Version::HTTP_11 && !matches!(framing, Framing::UntilClose) && !fields.close;
+    if version == Version::HTTP_10 && fields.transfer_coding.is_some() && framing != Framing::Empty {
+        // HTTP/1.0 has no transfer codings (RFC 9112 §6.1): read to the end.
+        framing = Framing::UntilClose;
+    }
+    let keep_alive =
+        version == Version::HTTP_11 && !matches!(framing, Framing::UntilClose) && !fields.close && !both_framings;
     Ok(Some(Head {
         status,
         version,
@@ -407,16 +426,26 @@ impl ResponseBody {
                     return Ok(Some(data));
                 }
                 Framing::Chunked(Chunk::Size) => {
-                    let size = match httparse::parse_chunk_size(buf) {
+                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > MAX_LINE_BYTES {
+                            return Err(invalid("a chunk-size line over 4 KiB"));
+                        }
+                        return Ok(None);
+                    };
+                    // httparse takes a line without digits for size 0 and a
+                    // bare LF in an extension; both are malformed (RFC 9112 §7.1).
+                    let line = &buf[..end];
+                    if !line.first().is_some_and(u8::is_ascii_hexdigit)
+                        || line.iter().any(|b| matches!(b, b'\r' | b'\n'))
+                    {
+                        return Err(invalid("an invalid chunk-size line"));
+                    }
+                    let size = match httparse::parse_chunk_size(&buf[..end + 2]) {
                         Ok(httparse::Status::Complete((used, size))) => {
                             buf.advance(used);
                             size
                         }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE_BYTES => {
-                            return Err(invalid("a chunk-size line over 4 KiB"))
-                        }
-                        Ok(httparse::Status::Partial) => return Ok(None),
-                        Err(_) => return Err(invalid("an invalid chunk-size line")),
+                        _ => return Err(invalid("an invalid chunk-size line")),
                     };
                     self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
                 }
@@ -708,6 +737,40 @@ mod tests {
         .await
         .expect("a response");
         assert_eq!((body, returned), (Err("an invalid chunk-size line".to_owned()), 0));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_size_line_without_digits_or_with_a_bare_line_feed_is_an_error() {
+        for pieces in [
+            vec![&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n;x\r\n\r\n"[..]],
+            vec![&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n"[..]],
+            vec![&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n"[..]],
+        ] {
+            let (_, body, returned) = fetch(Method::GET, pieces, true).await.expect("a response");
+            assert_eq!((body, returned), (Err("an invalid chunk-size line".to_owned()), 0));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_framed_twice_is_read_by_its_coding_and_its_connection_not_reused() {
+        let (head, body, returned) = fetch(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nhi\r\n0\r\n\r\n"],
+            true,
+        )
+        .await
+        .expect("a response");
+        assert_eq!((body.as_deref(), returned), (Ok(&b"hi"[..]), 0));
+        assert!(!head.headers.contains_key(CONTENT_LENGTH));
+    }
+
+    #[tokio::test]
+    async fn a_close_after_an_interim_answer_is_not_nothing_received() {
+        let error = fetch(Method::DELETE, vec![b"HTTP/1.1 100 Continue\r\n\r\n"], false)
+            .await
+            .err()
+            .expect("an error");
+        assert!(!error.nothing_received(), "{error}: the request must not go out again");
     }
 
     #[tokio::test]

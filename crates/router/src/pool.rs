@@ -216,10 +216,17 @@ impl Pool {
     }
 
     /// The most recently used idle plain connection, if one is young enough.
+    /// Connections that received anything while idle (a stray answer,
+    /// their end) are closed on the way.
     fn checkout_plain(&self) -> Option<h1::Connection> {
         let mut idle = self.plain_idle.lock();
         close_expired(&mut idle, |(_, since)| *since);
-        idle.pop_back().map(|(connection, _)| connection)
+        while let Some((connection, _)) = idle.pop_back() {
+            if connection.still_idle() {
+                return Some(connection);
+            }
+        }
+        None
     }
 
     /// A new TCP connection to the upstream.
@@ -491,6 +498,53 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// Bytes an upstream sends after a complete response (a second answer,
+    /// a body too long for its length) must never be taken for the next
+    /// request's answer: a pooled connection that received anything while
+    /// idle is closed, and the request goes on another one.
+    #[tokio::test]
+    async fn a_connection_that_received_anything_while_idle_is_not_reused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = authority_of(&listener);
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let stray = std::mem::replace(&mut first, false);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut head).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let path = String::from_utf8_lossy(&head[..n])
+                            .split(' ')
+                            .nth(1)
+                            .unwrap_or("")
+                            .to_owned();
+                        let body = format!("reply to {path}");
+                        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        if stray {
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE")
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        for path in ["/a", "/b", "/c"] {
+            let request = Request::get(path).body(empty_body()).expect("request");
+            let response = pool.send(request).await.expect("an answer");
+            let body = response.into_body().collect().await.expect("the whole body").to_bytes();
+            assert_eq!(String::from_utf8_lossy(&body), format!("reply to {path}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     #[tokio::test]
