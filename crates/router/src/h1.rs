@@ -4,7 +4,7 @@
 //! own and hands every request and response across channels; for a request
 //! with nothing to stream upstream, that hand-off costs more than the HTTP
 //! (bench/instructions.sh: 33,306 instructions per proxied GET through
-//! hyper's client, 28,196 this way, 23,688 after the fixes that followed;
+//! hyper's client, 28,196 this way, 24,053 after the fixes that followed;
 //! docs/benchmarks.md). Requests with a body keep hyper's client
 //! ([`crate::pool`]), which streams them.
 //!
