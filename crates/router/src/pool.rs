@@ -42,7 +42,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_IDLE: usize = 256;
 
 /// What the router sends upstream: the client's body, streamed, or nothing
-/// (health checks and replayed requests).
+/// (health checks).
 pub type UpstreamBody = http_body_util::Either<crate::upload::ClientUpload, http_body_util::Empty<Bytes>>;
 
 /// An empty upstream body.
@@ -74,18 +74,6 @@ pub enum SendError {
     /// The same, on a plain connection.
     #[error(transparent)]
     Exchange(#[from] h1::ExchangeError),
-}
-
-impl SendError {
-    /// Whether the connection closed or broke under a request, as opposed
-    /// to a refused connect (retrying that at once would fail alike).
-    pub fn connection_broke(&self) -> bool {
-        match self {
-            SendError::Connect(_) => false,
-            SendError::Http(e) => e.is_incomplete_message() || e.is_canceled() || e.is_closed(),
-            SendError::Exchange(e) => !matches!(e, h1::ExchangeError::Invalid(_)),
-        }
-    }
 }
 
 struct Idle {
@@ -440,7 +428,6 @@ mod tests {
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         let error = get(&pool).await.expect_err("refused");
         assert!(matches!(error, SendError::Connect(_)), "{error:?}");
-        assert!(!error.connection_broke());
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ impl<B, W> WatchedBody<B, W> {
         WatchedBody { inner, watcher }
     }
 
-    pub fn watcher_mut(&mut self) -> &mut W {
+    #[cfg(test)]
+    fn watcher_mut(&mut self) -> &mut W {
         &mut self.watcher
     }
 }
