@@ -27,6 +27,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::headers::X_REQUEST_ID;
+
 /// The longest response head read; a longer one is refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields a response head may have.
@@ -242,7 +244,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
     // The fields that frame the body, noted on the way (no lookups after).
     let mut fields = FramingFields::default();
     for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = field_name(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(filled.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("a response with an invalid header value"))?;
@@ -272,6 +274,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
         framing,
         keep_alive,
     }))
+}
+
+/// A field's name. `x-request-id`, which every answer of our services
+/// carries, is not one `http` knows: parsed, it would be copied into an
+/// allocation of its own.
+fn field_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    if raw.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes()) {
+        return Ok(X_REQUEST_ID);
+    }
+    HeaderName::from_bytes(raw)
 }
 
 /// How the body of a response ends (RFC 9112 §6.3).

@@ -92,7 +92,8 @@ pub async fn handle(
     let mut exchange = Exchange {
         start: Instant::now(),
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        // A clone shares the parsed request's bytes: no copy of the path.
+        uri: request.uri().clone(),
         request_id: id.clone(),
         color: upstream.color,
         status: STATUS_CLIENT_CLOSED,
@@ -322,7 +323,7 @@ const STATUS_CLIENT_CLOSED: u16 = 499;
 struct Exchange {
     start: Instant,
     method: Method,
-    path: String,
+    uri: http::Uri,
     request_id: HeaderValue,
     color: Color,
     status: u16,
@@ -355,7 +356,7 @@ impl Drop for Exchange {
             &vigie_telemetry::logging::RequestLine {
                 method: self.method.as_str(),
                 route: None,
-                path: &self.path,
+                path: self.uri.path(),
                 status: self.status,
                 duration,
                 request_id: self.request_id.to_str().unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! new UUID is made. [`crate::http::TrackLayer`] logs it and echoes it in the
 //! response header; the router also passes it upstream.
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 pub const HEADER: &str = "x-request-id";
@@ -26,9 +27,13 @@ pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
 fn generate() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-    let id = uuid.hyphenated().encode_lower(&mut text);
+    uuid.hyphenated().encode_lower(&mut text);
+    // Owned by one shared allocation: the router clones the id three times
+    // per request (log line, upstream request, response), and a clone of
+    // bytes copied from a slice allocates again.
     // Hex digits and hyphens: always a valid header value.
-    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 #[cfg(test)]
