@@ -170,6 +170,7 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
         "public",
         limits,
         listener::app_service(app, limits.header_read_timeout),
+        None,
         closing.closed(),
     );
     match shutdown::until_drained(server, stop, &closing, config.drain_timeout).await {

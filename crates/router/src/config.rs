@@ -114,6 +114,13 @@ pub struct Config {
           default_value_t = vigie_telemetry::listener::defaults::ADMIN_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub admin_max_connections: usize,
+    /// Threads serving the public listener, each running its share of the
+    /// client connections, and their upstream connections, from start to
+    /// end (0: on the runtime shared with the admin API). Default: one per
+    /// CPU the process may use.
+    #[arg(long, env = "VIGIE_PROXY_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=vigie_telemetry::lanes::MAX_LANES as i64))]
+    pub proxy_threads: Option<u16>,
     /// Bearer token required by /status and /switch (unset: no auth).
     /// Read from `VIGIE_ADMIN_TOKEN` only: a flag would show in `ps`.
     #[arg(skip = AdminToken::from_env())]

@@ -48,6 +48,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
+use vigie_telemetry::lanes::{self, Lanes};
 use vigie_telemetry::listener::{self, Limits};
 use vigie_telemetry::{logging, process, shutdown, Color, Registry};
 
@@ -120,6 +121,8 @@ async fn serve(config: Config, log_guard: &logging::LogGuard) -> anyhow::Result<
 /// so a test can drive the proxy and the switch in its own process.
 pub struct Router {
     public: TcpListener,
+    /// The threads the public listener's connections run on, if any.
+    lanes: Option<Arc<Lanes>>,
     admin: TcpListener,
     proxy: Arc<Proxy>,
     admin_app: axum::Router,
@@ -239,8 +242,16 @@ pub async fn build(config: Config, mut registry: Registry) -> anyhow::Result<Rou
         targets_file = %config.targets_file.display(), "router started"
     );
     let public_limits = config.limits.direct();
+    let proxy_threads = config.proxy_threads.map_or_else(lanes::default_count, usize::from);
+    let lanes = match proxy_threads {
+        0 => None,
+        count => Some(Arc::new(
+            Lanes::start(count, "vigie-proxy").context("cannot start the proxy threads")?,
+        )),
+    };
     Ok(Router {
         public,
+        lanes,
         admin,
         proxy,
         admin_app,
@@ -294,6 +305,7 @@ impl Router {
                 let client = headers::ClientAddr::new(peer.ip());
                 service_fn(move |request| proxy::handle(Arc::clone(&proxy), client.clone(), request))
             },
+            self.lanes.clone(),
             closing.closed(),
         ));
         let admin_server = listener::serve(
@@ -301,6 +313,7 @@ impl Router {
             "admin",
             admin_limits,
             listener::app_service(self.admin_app, admin_limits.header_read_timeout),
+            None,
             closing.closed(),
         );
         // Both run until drained; one that ends before ends the run.

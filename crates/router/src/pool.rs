@@ -33,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use vigie_telemetry::body::{BodyEvent, BodyWatcher, WatchedBody};
+use vigie_telemetry::lanes;
 
 use crate::h1;
 
@@ -81,16 +82,21 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle plain connection and when it was given back.
+type IdlePlain = (h1::Connection, Instant);
+
 /// The connections to one upstream.
 pub struct Pool {
     authority: Authority,
     /// `authority` as a Host header, for requests that came without one.
     host: HeaderValue,
     connect_timeout: Duration,
-    /// Most recently used last.
-    idle: Mutex<VecDeque<Idle>>,
-    /// The same for plain connections.
-    plain_idle: Mutex<VecDeque<(h1::Connection, Instant)>>,
+    /// Most recently used last; one list per lane, as `plain_idle`.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    /// The same for plain connections, one list per lane (index 0: any
+    /// thread that is not a lane's): a connection is registered with the
+    /// I/O driver of the runtime that opened it, and used on that runtime.
+    plain_idle: Box<[Mutex<VecDeque<IdlePlain>>]>,
 }
 
 impl Pool {
@@ -100,8 +106,8 @@ impl Pool {
             authority,
             host,
             connect_timeout,
-            idle: Mutex::new(VecDeque::new()),
-            plain_idle: Mutex::new(VecDeque::new()),
+            idle: (0..=lanes::MAX_LANES).map(|_| Mutex::new(VecDeque::new())).collect(),
+            plain_idle: (0..=lanes::MAX_LANES).map(|_| Mutex::new(VecDeque::new())).collect(),
         }
     }
 
@@ -207,7 +213,7 @@ impl Pool {
     /// Connections that received anything while idle (a stray answer,
     /// their end) are closed on the way.
     fn checkout_plain(&self) -> Option<h1::Connection> {
-        let mut idle = self.plain_idle.lock();
+        let mut idle = self.plain_idle_here();
         close_expired(&mut idle, |(_, since)| *since);
         while let Some((connection, _)) = idle.pop_back() {
             if connection.still_idle() {
@@ -265,23 +271,35 @@ impl Pool {
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; run
     /// periodically, so a pool nobody uses (the standby's) holds nothing.
     pub fn prune(&self) {
-        close_expired(&mut self.lock(), |entry| entry.since);
-        close_expired(&mut self.plain_idle.lock(), |(_, since)| *since);
+        for idle in &self.idle {
+            close_expired(&mut idle.lock(), |entry| entry.since);
+        }
+        for idle in &self.plain_idle {
+            close_expired(&mut idle.lock(), |(_, since)| *since);
+        }
     }
 
-    /// Idle connections held now (open or not yet found closed).
+    /// Idle connections held now (open or not yet found closed), all lanes.
     pub fn idle_count(&self) -> usize {
-        self.lock().len() + self.plain_idle.lock().len()
+        let streaming: usize = self.idle.iter().map(|idle| idle.lock().len()).sum();
+        let plain: usize = self.plain_idle.iter().map(|idle| idle.lock().len()).sum();
+        streaming + plain
     }
 
+    /// The idle plain connections of this thread's lane.
+    fn plain_idle_here(&self) -> MutexGuard<'_, VecDeque<IdlePlain>> {
+        self.plain_idle[lanes::current()].lock()
+    }
+
+    /// The idle streaming connections of this thread's lane.
     fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock()
+        self.idle[lanes::current()].lock()
     }
 }
 
 impl h1::Reuse for Pool {
     fn give_back(&self, connection: h1::Connection) {
-        let mut idle = self.plain_idle.lock();
+        let mut idle = self.plain_idle_here();
         close_expired(&mut idle, |(_, since)| *since);
         if idle.len() < MAX_IDLE {
             idle.push_back((connection, Instant::now()));

@@ -9,6 +9,7 @@ pub mod body;
 pub mod config;
 pub mod exposition;
 pub mod http;
+pub mod lanes;
 pub mod listener;
 pub mod log_writer;
 pub mod logging;

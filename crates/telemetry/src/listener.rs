@@ -58,6 +58,7 @@ use tower::Layer;
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 
 use crate::body::{BodyEvent, BodyWatcher, WatchedBody};
+use crate::lanes::Lanes;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -392,11 +393,14 @@ impl Drop for Registered {
 
 /// Serves `listener` until `stopped`, then drains (see the module doc).
 /// `service` makes the service of each connection from its peer address.
+/// With `lanes`, each connection runs on the next lane (see
+/// [`crate::lanes`]), else on the runtime that runs this.
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     name: &'static str,
     limits: Limits,
     service: M,
+    lanes: Option<Arc<Lanes>>,
     stopped: impl Future<Output = ()>,
 ) where
     M: Fn(SocketAddr) -> S,
@@ -455,11 +459,33 @@ pub async fn serve<M, S, B>(
             inner: service(peer),
             state: Arc::clone(&state),
         };
-        let connection = http.serve_connection(TokioIo::new(stream), counted);
-        tasks.spawn(async move {
-            let _registered = registered;
-            drive(connection, &state, peer).await;
-        });
+        let Some(lanes) = &lanes else {
+            let connection = http.serve_connection(TokioIo::new(stream), counted);
+            tasks.spawn(async move {
+                let _registered = registered;
+                drive(connection, &state, peer).await;
+            });
+            continue;
+        };
+        // The socket moves to the lane's own I/O driver.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(listener = name, error = %error, "cannot hand a connection to a lane");
+                continue;
+            }
+        };
+        let http = http.clone();
+        tasks.spawn_on(
+            async move {
+                let _registered = registered;
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => drive(http.serve_connection(TokioIo::new(stream), counted), &state, peer).await,
+                    Err(error) => tracing::warn!(listener = name, error = %error, "a lane cannot take a connection"),
+                }
+            },
+            lanes.next(),
+        );
     }
     drop(listener);
     for connection in connections.lock().values() {
