@@ -415,6 +415,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_lane_reuses_only_the_connections_it_opened() {
+        let (authority, accepted) = server(usize::MAX).await;
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        let lanes = vigie_telemetry::lanes::Lanes::start(2, "test-lane").expect("lanes");
+        // Lanes 1, 2, 1, 2, ...: the second lane may not take the first
+        // one's connection (registered with another runtime's driver).
+        for round in 0..6 {
+            let pool = Arc::clone(&pool);
+            let answer = lanes.next().spawn(async move { get(&pool).await.expect("answer") });
+            assert_eq!(answer.await.expect("ran"), "ok", "round {round}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "one connection per lane");
+        assert_eq!(pool.idle_count(), 2);
+        // A thread outside the lanes has a list of its own.
+        get(&pool).await.expect("answer");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
     async fn a_connection_the_server_closes_is_not_reused() {
         // Every second response says `Connection: close`.
         let (authority, accepted) = server(2).await;

@@ -698,4 +698,56 @@ mod tests {
         assert!(matches!(table.make_room(2, 2), Room::Wait { all_busy: true }));
         assert!(evicted(&table).is_empty());
     }
+
+    /// Sends one GET on a new connection and returns the response's body.
+    async fn get_once(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read to the close");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn with_lanes_connections_run_on_each_lane_in_turn_and_drain_on_stop() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let lanes = Arc::new(Lanes::start(2, "test-lane").expect("lanes"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 16,
+            max_headers: 100,
+        };
+        let service = |_peer| {
+            hyper::service::service_fn(|request: Request<Incoming>| async move {
+                if request.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let lane = crate::lanes::current().to_string();
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(lane))))
+            })
+        };
+        let server = tokio::spawn(serve(listener, "test", limits, service, Some(lanes), async {
+            let _ = stopped.await;
+        }));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(get_once(addr, "/").await);
+        }
+        assert_eq!(seen, ["1", "2", "1", "2"]);
+        // A request in flight on a lane when the server stops is answered
+        // before `serve` returns.
+        let slow = tokio::spawn(get_once(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("drained within 5 s")
+            .expect("serve ran");
+        assert_eq!(slow.await.expect("answered"), "1");
+    }
 }
