@@ -3,8 +3,8 @@
 //! worker processes). A connection and all the work of its requests stay
 //! on one thread: no task moves between cores, no worker wakes another, and
 //! what a lane keeps for reuse (the router's upstream connections) is its
-//! own. On the router this took a sixth off the CPU time per request
-//! against the work-stealing runtime (docs/benchmarks.md).
+//! own. On the router this cut the user CPU time per request by about a
+//! sixth against the shared work-stealing runtime (docs/benchmarks.md).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,20 +45,32 @@ impl Lanes {
     pub fn start(count: usize, name: &str) -> std::io::Result<Lanes> {
         let mut lanes = Vec::new();
         for index in 1..=count.clamp(1, MAX_LANES) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let handle = runtime.handle().clone();
+            let (started, handle) = std::sync::mpsc::channel();
             let (stop, stopped) = oneshot::channel::<()>();
+            // The runtime is built, run and dropped on its own thread: never
+            // dropped where blocking is not allowed (the caller may be async).
             std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                            return;
+                        }
+                    };
                     CURRENT.with(|lane| lane.set(index));
+                    let _ = started.send(Ok(runtime.handle().clone()));
                     // Runs the lane's tasks until told to stop (or the
-                    // sender is dropped), then drops the runtime here, on its
-                    // own thread, where blocking to shut it down is allowed.
+                    // sender is dropped).
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
                 })?;
+            // A brief wait, once per lane at start-up.
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a lane's thread ended before it started"))??;
             lanes.push(Lane {
                 handle,
                 stop: Some(stop),
