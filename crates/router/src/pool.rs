@@ -39,7 +39,8 @@ use crate::h1;
 
 /// How long an idle connection may be reused after its last response.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle connections kept per upstream; more are closed once used.
+/// Idle connections kept per upstream, of each kind, on each lane (proxy
+/// thread); more are closed once used.
 pub const MAX_IDLE: usize = 256;
 
 /// What the router sends upstream: the client's body, streamed, or nothing
