@@ -1352,3 +1352,36 @@ async fn a_clients_slow_upload_never_holds_up_another_request() {
     );
     drop(uploader);
 }
+
+#[tokio::test]
+async fn every_proxy_thread_setting_serves_and_switches_and_a_bad_one_exits_2() {
+    // 0: the connections on the shared runtime; 1 and 3: that many proxy
+    // threads (more than this machine may have cores).
+    for threads in ["0", "1", "3"] {
+        let mut stack = Stack::builder(&format!("router-threads-{threads}"))
+            .router_flags(&["--proxy-threads", threads])
+            .start()
+            .await;
+        for _ in 0..8 {
+            assert_eq!(stack.served_by().await, "blue", "--proxy-threads {threads}");
+        }
+        let (status, body) = stack.switch_to("green").await;
+        assert_eq!(status, 200, "--proxy-threads {threads}: {body}");
+        for _ in 0..8 {
+            assert_eq!(stack.served_by().await, "green", "--proxy-threads {threads}");
+        }
+        // A clean exit on SIGTERM: the threads' connections drained.
+        stack.stop_router();
+    }
+    for value in ["65", "-1", "many"] {
+        let output = std::process::Command::new(crate::helpers::vigie_bin())
+            .args(["router", &format!("--proxy-threads={value}")])
+            .output()
+            .expect("run vigie router");
+        assert_eq!(output.status.code(), Some(2), "--proxy-threads {value}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--proxy-threads"),
+            "{value}"
+        );
+    }
+}
