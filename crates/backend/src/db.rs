@@ -101,7 +101,7 @@ impl Database {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        set_wal_mode(&conn).map_err(open_err)?;
         // FULL: a committed task survives a power cut, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         // After a burst of writes the WAL is cut back to this size once
@@ -306,6 +306,25 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
 
 /// Applies pending migrations in one immediate transaction, so two colors
 /// starting together do not both run them.
+/// Puts the database file in WAL mode (a setting of the file, kept across
+/// opens). Moving a new file to WAL needs a lock that SQLite does not wait
+/// for with the busy timeout when another connection (the other color,
+/// started at the same moment) holds one: it answers "database is locked"
+/// at once. So a busy answer is retried until [`BUSY_TIMEOUT`] has passed.
+fn set_wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -356,6 +375,36 @@ mod tests {
         );
         assert!(text.contains("vigie_db_size_bytes{file=\"wal\"}"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Both colors start at once on one new database file (compose starts
+    /// them together): every open succeeds, none fails on a locked file.
+    #[test]
+    fn colors_opening_one_new_file_at_once_all_succeed() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("vigie-db-race-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join("t.db");
+            let barrier = std::sync::Barrier::new(4);
+            std::thread::scope(|scope| {
+                let opens: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            Database::open(&path, &mut Registry::default(), Traces::disabled())
+                                .map(|_| ())
+                                .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+                        })
+                    })
+                    .collect();
+                for open in opens {
+                    let result = open.join().expect("no panic");
+                    assert!(result.is_ok(), "round {round}: {result:?}");
+                }
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[tokio::test]
