@@ -100,23 +100,34 @@ measure() {
     awk '/Non-2xx|Socket errors/' <<<"$out" >>"$TMP/$name.errors"
 }
 
-# switching: one `measure switching` of the router while it switches
-# colors every 0.5 s; appends "ok refused" switch counts to $TMP/switches.
+# switch_loop SECONDS ADMIN_URL OUT: starts a switch (`vigie switch`, to the
+# other color each time) every 0.5 s, start to start, for SECONDS (a
+# switch's readiness checks and drain take about 0.25 s of each period);
+# appends "ok refused span" to OUT: switch counts and the seconds from the
+# first switch's start to the last's.
+switch_loop() {
+    local seconds=$1 admin=$2 out=$3 color=green ok=0 failed=0 start last pause n
+    start=$EPOCHREALTIME last=$start
+    for ((n = 0; n < seconds * 2; n++)); do
+        # Sleep until the n-th half second after the start, if not there yet.
+        pause=$(awk -v start="$start" -v n="$n" -v now="$EPOCHREALTIME" 'BEGIN { w = start + n / 2 - now; printf "%.3f", (w > 0 ? w : 0) }')
+        sleep "$pause"
+        last=$EPOCHREALTIME
+        if VIGIE_ADMIN_TOKEN=bench "$VIGIE" switch "$color" --admin "$admin" >/dev/null; then
+            ok=$((ok + 1))
+        else
+            failed=$((failed + 1))
+        fi
+        [ "$color" = green ] && color=blue || color=green
+    done
+    echo "$ok $failed $(awk -v a="$start" -v b="$last" 'BEGIN { print b - a }')" >>"$out"
+}
+
+# switching: one `measure switching` of the router while switch_loop runs
+# beside it.
 switching() {
-    local color=green ok=0 failed=0 switcher
-    (
-        end=$((SECONDS + ${DURATION%s}))
-        while [ "$SECONDS" -lt "$end" ]; do
-            sleep 0.5
-            if VIGIE_ADMIN_TOKEN=bench "$VIGIE" switch "$color" --admin "http://127.0.0.1:$ADMIN_PORT" >/dev/null; then
-                ok=$((ok + 1))
-            else
-                failed=$((failed + 1))
-            fi
-            [ "$color" = green ] && color=blue || color=green
-        done
-        echo "$ok $failed" >>"$TMP/switches"
-    ) &
+    local switcher
+    switch_loop "${DURATION%s}" "http://127.0.0.1:$ADMIN_PORT" "$TMP/switches" &
     switcher=$!
     measure switching "http://127.0.0.1:$ROUTER_PORT/api/info" "$ROUTER_PID"
     wait "$switcher"
@@ -140,12 +151,19 @@ echo "bench: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d$DURATION --laten
 for url in "http://127.0.0.1:$BLUE_PORT/api/info" "http://127.0.0.1:$ROUTER_PORT/api/info" "http://127.0.0.1:$NGINX_PORT/api/info"; do
     wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null
 done
-# Rounds alternate the three paths, so a burst of noise from elsewhere on
-# the machine hits each of them alike; medians are reported.
-for _ in $(seq 1 "$ROUNDS"); do
+# Rounds alternate the paths, so a burst of noise from elsewhere on the
+# machine hits each of them alike; medians are reported. The steady and
+# the switching router runs swap places every other round, so that a
+# drift of the machine's speed favours neither.
+for round in $(seq 1 "$ROUNDS"); do
     measure direct "http://127.0.0.1:$BLUE_PORT/api/info" "$BLUE_PID"
-    measure router "http://127.0.0.1:$ROUTER_PORT/api/info" "$ROUTER_PID"
-    switching
+    if ((round % 2)); then
+        measure router "http://127.0.0.1:$ROUTER_PORT/api/info" "$ROUTER_PID"
+        switching
+    else
+        switching
+        measure router "http://127.0.0.1:$ROUTER_PORT/api/info" "$ROUTER_PID"
+    fi
     # shellcheck disable=SC2086 # one word per pid
     measure nginx "http://127.0.0.1:$NGINX_PORT/api/info" $NGINX_PIDS
 done
@@ -163,7 +181,9 @@ unloaded router "http://127.0.0.1:$ROUTER_PORT/api/info"
 unloaded nginx "http://127.0.0.1:$NGINX_PORT/api/info"
 
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio A B [DECIMALS]: A / B (2 decimals), or n/a when either is not a
+# figure (e.g. a count skipped).
+ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%." d "f", a / b; else printf "n/a" }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
 echo
@@ -188,12 +208,18 @@ echo
 # Instructions per request (valgrind), after the timed runs so that
 # valgrind's own load does not skew them: a second router and a one-process
 # nginx, on ports of their own, in front of the blue backend.
-I_router=n/a I_nginx=n/a
+I_router=n/a I_nginx=n/a I_switching=n/a
 if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     echo "bench: counting instructions per request with callgrind (about 30 s)..." >&2
     # shellcheck source=bench/callgrind.sh
     source bench/callgrind.sh
     count_proxies "$TMP" "$((BASE + 6))" "$((BASE + 8))" "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT" ${BENCH_ROUTER_ARGS:-}
+    # The same router while it switches every 0.5 s: the switches' own work
+    # (readiness checks, files, logs, connections to the other color) per
+    # request served, without the machine's noise.
+    I_switching=$(COUNT_DURING="switch_loop 8 http://127.0.0.1:$((BASE + 7)) $TMP/counted-switches" \
+        count_router "$TMP" "$((BASE + 6))" "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT" ${BENCH_ROUTER_ARGS:-})
+    read -r COUNTED_OK COUNTED_FAILED _ <"$TMP/counted-switches"
     echo
     echo "User-space instructions per request (callgrind, wrk -t1 -c4, the proxy alone):"
     echo
@@ -201,15 +227,20 @@ if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && comm
     echo "|---|---:|---:|"
     echo "| vigie router | $I_router | $(ratio "$I_router" "$I_nginx") |"
     echo "| nginx | $I_nginx | 1.00 |"
+    echo "| vigie router, switching every 0.5 s ($COUNTED_OK switches, $COUNTED_FAILED refused) | $I_switching | $(ratio "$I_switching" "$I_nginx") |"
+    [ "$COUNTED_FAILED" = 0 ] || { echo "bench: switches refused while counting instructions" >&2; exit 1; }
 fi
 
 echo
 echo "Goals (one run): router/nginx throughput $(ratio "$R_router" "$R_nginx") (goal >= 0.95); router/nginx CPU per request $(ratio "$CPU_router" "$CPU_nginx") (goal <= 1.10); switching/steady throughput $(ratio "$R_switching" "$R_router") (goal >= 0.95)"
+echo "switching/steady: CPU per request $(ratio "$CPU_switching" "$CPU_router"), instructions per request $(ratio "$I_switching" "$I_router" 3)"
 echo "router/nginx throughput: $(ratio "$R_router" "$R_nginx"); router/direct: $(ratio "$R_router" "$R_direct"); nginx/direct: $(ratio "$R_nginx" "$R_direct")"
 echo "saturated p99 added vs direct: router $(added "$P99_router" "$P99_direct") ms, nginx $(added "$P99_nginx" "$P99_direct") ms"
 echo "errors (direct/router/nginx): [${ERR_direct:-none}] [${ERR_router:-none}] [${ERR_nginx:-none}]"
-read -r SWITCHES_OK SWITCHES_FAILED < <(awk '{ok += $1; failed += $2} END {print ok + 0, failed + 0}' "$TMP/switches")
-echo "during switching ($ROUNDS runs): $SWITCHES_OK switches ok, $SWITCHES_FAILED refused; errors: [${ERR_switching:-none}]"
+# The mean time from one switch's start to the next's.
+read -r SWITCHES_OK SWITCHES_FAILED SWITCH_EVERY < <(awk '{ok += $1; failed += $2; span += $3; gaps += $1 + $2 - 1}
+    END {printf "%d %d %.2f\n", ok, failed, (gaps > 0 ? span / gaps : 0)}' "$TMP/switches")
+echo "during switching ($ROUNDS runs of $DURATION): $SWITCHES_OK switches ok, $SWITCHES_FAILED refused, one started every $SWITCH_EVERY s; errors: [${ERR_switching:-none}]"
 if [ -n "$ERR_switching" ] || [ "$SWITCHES_FAILED" != 0 ]; then
     echo "bench: requests or switches failed during switching" >&2
     exit 1
