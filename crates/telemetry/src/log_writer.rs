@@ -1,9 +1,12 @@
 //! The log sink behind every vigie process: lines are appended to an
 //! in-memory buffer under a short lock, and one writer thread moves the
 //! buffer to stdout every [`FLUSH_EVERY`]. A request never waits on stdout
-//! and never wakes a thread: under load, thousands of lines leave in one
-//! `write` call. Past [`MAX_BUFFERED_BYTES`] (stdout stalled) new lines are
-//! dropped and counted. Dropping the [`WriterGuard`] writes what is left.
+//! and, under load, never wakes a thread: thousands of lines leave in one
+//! `write` call. After a period with no line the writer sleeps until the
+//! next one comes (that line wakes it), so an idle process does not wake up
+//! 200 times a second. Past [`MAX_BUFFERED_BYTES`] (stdout stalled) new
+//! lines are dropped and counted. Dropping the [`WriterGuard`] writes what
+//! is left.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,8 +26,15 @@ pub const MAX_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
 struct Shared {
     buffer: Mutex<Vec<u8>>,
     dropped: AtomicU64,
+    /// Set and cleared under the `buffer` lock.
     stop: AtomicBool,
+    /// The writer waits for a line with no deadline; the next push wakes it.
+    /// Read and written under the `buffer` lock.
+    sleeping: AtomicBool,
     wake: Condvar,
+    /// Times the writer woke up.
+    #[cfg(test)]
+    rounds: AtomicU64,
 }
 
 /// Cloneable handle that appends whole lines; a `MakeWriter` for tracing.
@@ -49,13 +59,24 @@ impl BufferedLines {
             .name("vigie-log-writer".into())
             .spawn(move || {
                 let mut out = Vec::new();
+                // The last period brought no line.
+                let mut quiet = false;
                 loop {
                     let stopping = {
                         let mut buffer = worker.buffer.lock();
-                        let _ = worker.wake.wait_for(&mut buffer, FLUSH_EVERY);
+                        if quiet && buffer.is_empty() && !worker.stop.load(Ordering::Acquire) {
+                            worker.sleeping.store(true, Ordering::Relaxed);
+                            worker.wake.wait(&mut buffer);
+                            worker.sleeping.store(false, Ordering::Relaxed);
+                        } else {
+                            let _ = worker.wake.wait_for(&mut buffer, FLUSH_EVERY);
+                        }
+                        #[cfg(test)]
+                        worker.rounds.fetch_add(1, Ordering::Relaxed);
                         std::mem::swap(&mut *buffer, &mut out);
                         worker.stop.load(Ordering::Acquire)
                     };
+                    quiet = out.is_empty();
                     if !out.is_empty() {
                         // A failed write has nowhere better to be reported.
                         let _ = sink.write_all(&out);
@@ -86,6 +107,11 @@ impl BufferedLines {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             buffer.extend_from_slice(line);
+            // A plain load on the busy path; the store only after a quiet period.
+            if self.shared.sleeping.load(Ordering::Relaxed) {
+                self.shared.sleeping.store(false, Ordering::Relaxed);
+                self.shared.wake.notify_one();
+            }
         }
     }
 
@@ -116,8 +142,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferedLines {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        {
+            // Under the lock, so that a writer about to sleep sees it.
+            let _buffer = self.shared.buffer.lock();
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -157,6 +187,54 @@ mod tests {
         assert_eq!(got.len(), 10_000);
         assert_eq!(got[9_999], "line 9999");
         assert_eq!(lines.dropped(), 0);
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_and_the_next_line_wakes_it() {
+        let sink = MemorySink::default();
+        let (lines, guard) = BufferedLines::start(sink.clone()).expect("start");
+        lines.push(b"first\n");
+        std::thread::sleep(FLUSH_EVERY * 4);
+        let rounds = lines.shared.rounds.load(Ordering::Relaxed);
+        std::thread::sleep(FLUSH_EVERY * 40);
+        let idle_rounds = lines.shared.rounds.load(Ordering::Relaxed) - rounds;
+        // Polling every FLUSH_EVERY would be about 40 rounds.
+        assert!(
+            idle_rounds <= 1,
+            "{idle_rounds} wake-ups in an idle period of 40 flush periods"
+        );
+        assert_eq!(String::from_utf8_lossy(&sink.0.lock()), "first\n");
+
+        // A line after the quiet period wakes the writer and is written.
+        let pushed = std::time::Instant::now();
+        lines.push(b"second\n");
+        while !String::from_utf8_lossy(&sink.0.lock()).ends_with("second\n") {
+            assert!(
+                pushed.elapsed() < Duration::from_secs(5),
+                "the line after a quiet period was not written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Dropping the guard while the writer sleeps stops it (no hang) and writes everything.
+        std::thread::sleep(FLUSH_EVERY * 4);
+        lines.push(b"third\n");
+        drop(guard);
+        assert_eq!(String::from_utf8_lossy(&sink.0.lock()), "first\nsecond\nthird\n");
+    }
+
+    #[test]
+    fn dropping_the_guard_of_a_sleeping_writer_returns() {
+        let (_lines, guard) = BufferedLines::start(MemorySink::default()).expect("start");
+        std::thread::sleep(FLUSH_EVERY * 4); // asleep by now
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the writer did not stop"
+        );
     }
 
     /// A sink that never returns: stdout piped to a stalled reader.
