@@ -7,8 +7,8 @@
 # Prints a table with req/s, p50, p99, CPU per request and the ratios the
 # router's goals are stated in (throughput vs nginx >= 0.95, CPU per request
 # <= 1.1x nginx's, switching within 5% of steady), then, with valgrind
-# installed, user-space instructions per request of both proxies
-# (bench/callgrind.sh). Needs wrk and nginx (apt-get install -y wrk nginx
+# installed, user-space instructions per request of both proxies, and of
+# the router while it switches (bench/callgrind.sh). Needs wrk and nginx (apt-get install -y wrk nginx
 # valgrind). Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32),
 # BENCH_THREADS (2), BENCH_PORT_BASE (18300), BENCH_ROUNDS (3),
 # BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD (use the last
@@ -102,7 +102,7 @@ measure() {
 
 # switch_loop SECONDS ADMIN_URL OUT: starts a switch (`vigie switch`, to the
 # other color each time) every 0.5 s, start to start, for SECONDS (a
-# switch's readiness checks and drain take about 0.25 s of each period);
+# switch's readiness checks and drain take about 0.21 s of each period);
 # appends "ok refused span" to OUT: switch counts and the seconds from the
 # first switch's start to the last's.
 switch_loop() {
@@ -120,7 +120,7 @@ switch_loop() {
         fi
         [ "$color" = green ] && color=blue || color=green
     done
-    echo "$ok $failed $(awk -v a="$start" -v b="$last" 'BEGIN { print b - a }')" >>"$out"
+    echo "$ok $failed $(awk -v a="$start" -v b="$last" 'BEGIN { printf "%.2f", b - a }')" >>"$out"
 }
 
 # switching: one `measure switching` of the router while switch_loop runs
@@ -187,7 +187,7 @@ ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (a + 0 > 0 && b + 0
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
 echo
-echo "Saturated: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS rounds (each round: direct, router, router switching, nginx)."
+echo "Saturated: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, medians of $ROUNDS rounds (each round: direct, router and router switching in turn, nginx)."
 echo "CPU is the measured server's (backend for direct, proxy otherwise), in microseconds per request."
 echo
 echo "| path | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU/req vs nginx |"
@@ -210,7 +210,7 @@ echo
 # nginx, on ports of their own, in front of the blue backend.
 I_router=n/a I_nginx=n/a I_switching=n/a
 if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
-    echo "bench: counting instructions per request with callgrind (about 30 s)..." >&2
+    echo "bench: counting instructions per request with callgrind (about a minute)..." >&2
     # shellcheck source=bench/callgrind.sh
     source bench/callgrind.sh
     count_proxies "$TMP" "$((BASE + 6))" "$((BASE + 8))" "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT" ${BENCH_ROUTER_ARGS:-}
@@ -219,7 +219,7 @@ if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && comm
     # request served, without the machine's noise.
     I_switching=$(COUNT_DURING="switch_loop 8 http://127.0.0.1:$((BASE + 7)) $TMP/counted-switches" \
         count_router "$TMP" "$((BASE + 6))" "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT" ${BENCH_ROUTER_ARGS:-})
-    read -r COUNTED_OK COUNTED_FAILED _ <"$TMP/counted-switches"
+    read -r COUNTED_OK COUNTED_FAILED COUNTED_SPAN <"$TMP/counted-switches"
     echo
     echo "User-space instructions per request (callgrind, wrk -t1 -c4, the proxy alone):"
     echo
@@ -227,7 +227,7 @@ if [ "${BENCH_INSTRUCTIONS:-1}" != 0 ] && command -v valgrind >/dev/null && comm
     echo "|---|---:|---:|"
     echo "| vigie router | $I_router | $(ratio "$I_router" "$I_nginx") |"
     echo "| nginx | $I_nginx | 1.00 |"
-    echo "| vigie router, switching every 0.5 s ($COUNTED_OK switches, $COUNTED_FAILED refused) | $I_switching | $(ratio "$I_switching" "$I_nginx") |"
+    echo "| vigie router, switching every 0.5 s ($COUNTED_OK switches, $COUNTED_FAILED refused, the last started at $COUNTED_SPAN s of 8) | $I_switching | $(ratio "$I_switching" "$I_nginx") |"
     [ "$COUNTED_FAILED" = 0 ] || { echo "bench: switches refused while counting instructions" >&2; exit 1; }
 fi
 

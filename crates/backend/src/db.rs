@@ -101,7 +101,11 @@ impl Database {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        set_wal_mode(&conn).map_err(open_err)?;
+        let journal_mode = set_wal_mode(&conn).map_err(open_err)?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            // Still correct (SQLite's locks serialize the two colors), only slower.
+            tracing::warn!(database = %path.display(), journal_mode, "the database is not in WAL mode: the two colors' readers and writers will block each other");
+        }
         // FULL: a committed task survives a power cut, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         // After a burst of writes the WAL is cut back to this size once
@@ -304,17 +308,17 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-/// Applies pending migrations in one immediate transaction, so two colors
-/// starting together do not both run them.
 /// Puts the database file in WAL mode (a setting of the file, kept across
 /// opens). Moving a new file to WAL needs a lock that SQLite does not wait
 /// for with the busy timeout when another connection (the other color,
 /// started at the same moment) holds one: it answers "database is locked"
 /// at once. So a busy answer is retried until [`BUSY_TIMEOUT`] has passed.
-fn set_wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+/// Returns the journal mode SQLite settled on (`wal`, unless the file
+/// system cannot hold a WAL).
+fn set_wal_mode(conn: &Connection) -> rusqlite::Result<String> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
     loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0)) {
             Err(rusqlite::Error::SqliteFailure(failure, _))
                 if failure.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
             {
@@ -325,6 +329,8 @@ fn set_wal_mode(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Applies pending migrations in one immediate transaction, so two colors
+/// starting together do not both run them.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -403,6 +409,10 @@ mod tests {
                     assert!(result.is_ok(), "round {round}: {result:?}");
                 }
             });
+            let mode: String = Connection::open(&path)
+                .and_then(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+                .expect("journal mode");
+            assert_eq!(mode, "wal", "round {round}");
             let _ = std::fs::remove_dir_all(&dir);
         }
     }

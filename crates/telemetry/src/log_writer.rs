@@ -26,7 +26,7 @@ pub const MAX_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
 struct Shared {
     buffer: Mutex<Vec<u8>>,
     dropped: AtomicU64,
-    /// Set and cleared under the `buffer` lock.
+    /// Set under the `buffer` lock.
     stop: AtomicBool,
     /// The writer waits for a line with no deadline; the next push wakes it.
     /// Read and written under the `buffer` lock.
@@ -189,12 +189,24 @@ mod tests {
         assert_eq!(lines.dropped(), 0);
     }
 
+    /// Waits (5 s at most) until the writer sleeps with no deadline.
+    fn wait_until_asleep(lines: &BufferedLines) {
+        let start = std::time::Instant::now();
+        while !lines.shared.sleeping.load(Ordering::Relaxed) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the idle writer never went to sleep"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn an_idle_writer_sleeps_and_the_next_line_wakes_it() {
         let sink = MemorySink::default();
         let (lines, guard) = BufferedLines::start(sink.clone()).expect("start");
         lines.push(b"first\n");
-        std::thread::sleep(FLUSH_EVERY * 4);
+        wait_until_asleep(&lines);
         let rounds = lines.shared.rounds.load(Ordering::Relaxed);
         std::thread::sleep(FLUSH_EVERY * 40);
         let idle_rounds = lines.shared.rounds.load(Ordering::Relaxed) - rounds;
@@ -215,8 +227,8 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Dropping the guard while the writer sleeps stops it (no hang) and writes everything.
-        std::thread::sleep(FLUSH_EVERY * 4);
+        // A line pushed just before the guard drops is written too.
+        wait_until_asleep(&lines);
         lines.push(b"third\n");
         drop(guard);
         assert_eq!(String::from_utf8_lossy(&sink.0.lock()), "first\nsecond\nthird\n");
@@ -224,8 +236,8 @@ mod tests {
 
     #[test]
     fn dropping_the_guard_of_a_sleeping_writer_returns() {
-        let (_lines, guard) = BufferedLines::start(MemorySink::default()).expect("start");
-        std::thread::sleep(FLUSH_EVERY * 4); // asleep by now
+        let (lines, guard) = BufferedLines::start(MemorySink::default()).expect("start");
+        wait_until_asleep(&lines);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             drop(guard);
