@@ -9,8 +9,8 @@
 # <= 1.1x nginx's, switching within 5% of steady), then, with valgrind
 # installed, user-space instructions per request of both proxies, and of
 # the router while it switches (bench/callgrind.sh). Needs wrk and nginx
-# (apt-get install -y wrk nginx valgrind). Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32),
-# BENCH_THREADS (2), BENCH_PORT_BASE (18300), BENCH_ROUNDS (3),
+# (apt-get install -y wrk nginx valgrind). Knobs: BENCH_DURATION (10s),
+# BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_PORT_BASE (18300), BENCH_ROUNDS (3),
 # BENCH_ROUTER_ARGS (extra router flags), BENCH_SKIP_BUILD (use the last
 # release build), BENCH_INSTRUCTIONS=0 (skip the instruction counts).
 set -euo pipefail
