@@ -164,6 +164,9 @@ pub struct Outcome {
     pub hint: Option<String>,
     /// Facts for scripts (`--json`), e.g. the down targets.
     pub data: Value,
+    /// A state that passes by itself (a target not scraped yet): `--wait`
+    /// checks again, as for a failure.
+    pub settling: bool,
 }
 
 impl Outcome {
@@ -173,6 +176,7 @@ impl Outcome {
             detail: detail.into(),
             hint: None,
             data: Value::Null,
+            settling: false,
         }
     }
 
@@ -200,6 +204,11 @@ impl Outcome {
 
     pub fn data(mut self, data: Value) -> Self {
         self.data = data;
+        self
+    }
+
+    pub fn settling(mut self) -> Self {
+        self.settling = true;
         self
     }
 }
@@ -235,6 +244,7 @@ impl From<Failure> for Outcome {
             detail: failure.detail,
             hint: failure.hint,
             data: Value::Null,
+            settling: false,
         }
     }
 }
@@ -251,6 +261,9 @@ pub struct CheckResult {
     pub hint: Option<String>,
     #[serde(skip_serializing_if = "Value::is_null")]
     pub data: Value,
+    /// Passes by itself shortly (see [`Outcome::settling`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub settling: bool,
     pub elapsed_ms: u64,
 }
 
@@ -264,6 +277,7 @@ impl CheckResult {
             detail: outcome.detail,
             hint: outcome.hint,
             data: outcome.data,
+            settling: outcome.settling,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         }
     }

@@ -32,8 +32,9 @@ pub async fn examine(args: Args) -> anyhow::Result<Report> {
     Ok(Report::new(checks::run_all(&stack).await))
 }
 
-/// With `--wait`: examines until a round has no failed check or the wait
-/// is over, saying on stderr what it waits for; the last round's report.
+/// With `--wait`: examines until a round has no failed check and nothing
+/// settling (a target not scraped yet), or the wait is over, saying on
+/// stderr what it waits for; the last round's report.
 async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
     let Some(wait) = args.wait else {
         return examine(args).await;
@@ -42,15 +43,10 @@ async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
     loop {
         let report = examine(args.clone()).await?;
         let now = tokio::time::Instant::now();
-        if report.ok || now >= deadline {
+        let failing = waiting_for(&report);
+        if failing.is_empty() || now >= deadline {
             return Ok(report);
         }
-        let failing: Vec<&str> = report
-            .checks
-            .iter()
-            .filter(|c| c.status == Status::Fail)
-            .map(|c| c.name)
-            .collect();
         eprintln!(
             "doctor: waiting for {} ({}s left)",
             failing.join(", "),
@@ -59,6 +55,16 @@ async fn examine_until_ok(args: Args) -> anyhow::Result<Report> {
         // The last round runs at the deadline.
         tokio::time::sleep(defaults::WAIT_RETRY.min(deadline - now)).await;
     }
+}
+
+/// The checks `--wait` runs again for: failed, or settling.
+fn waiting_for(report: &Report) -> Vec<&'static str> {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail || c.settling)
+        .map(|c| c.name)
+        .collect()
 }
 
 /// `vigie doctor`: prints the report; exit 0 when no check failed, else 1.
@@ -75,4 +81,37 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::{CheckId, CheckResult, Outcome};
+
+    fn report(outcomes: Vec<(CheckId, Outcome)>) -> Report {
+        Report::new(
+            outcomes
+                .into_iter()
+                .map(|(id, outcome)| CheckResult::new(id, outcome, Duration::ZERO))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn wait_runs_again_for_failed_and_settling_checks_only() {
+        let settled = report(vec![
+            (CheckId::RouterActive, Outcome::ok("blue")),
+            (CheckId::PrometheusAlerts, Outcome::warn("one firing")),
+        ]);
+        assert!(waiting_for(&settled).is_empty());
+        let unscraped = report(vec![
+            (CheckId::RouterActive, Outcome::ok("blue")),
+            (CheckId::PrometheusTargets, Outcome::warn("not scraped yet").settling()),
+            (CheckId::LokiReady, Outcome::fail("not ready")),
+        ]);
+        // A warning that passes by itself is waited for, as a failure is.
+        assert_eq!(waiting_for(&unscraped), ["prometheus targets", "loki ready"]);
+    }
 }

@@ -206,7 +206,8 @@ fn summarize_targets(targets: &[Target], prometheus: &str) -> Outcome {
         let listed: Vec<String> = unknown.iter().map(|t| describe(t)).collect();
         return Outcome::warn(format!("{up}/{total} up; not scraped yet: {}", listed.join(", ")))
             .hint("a target is scraped within its scrape interval (5 to 15 s) after it appears: run again shortly")
-            .data(data);
+            .data(data)
+            .settling();
     }
     Outcome::ok(format!("{up}/{total} up")).data(data)
 }
@@ -444,9 +445,16 @@ mod tests {
     }
 
     #[test]
-    fn unscraped_targets_warn_and_no_target_fails() {
-        let targets = vec![target("loki", "loki:3100", "unknown", "", &[])];
-        assert_eq!(summarize_targets(&targets, "http://p").status, Status::Warn);
+    fn unscraped_targets_warn_and_settle_and_no_target_fails() {
+        let unscraped = target("loki", "loki:3100", "unknown", "", &[]);
+        let outcome = summarize_targets(std::slice::from_ref(&unscraped), "http://p");
+        assert_eq!(outcome.status, Status::Warn);
+        // `--wait` checks again until Prometheus has scraped it.
+        assert!(outcome.settling);
+        let up = target("loki", "loki:3100", "up", "", &[]);
+        assert!(!summarize_targets(&[up], "http://p").settling);
+        let down = target("loki", "loki:3100", "down", "connection refused", &[]);
+        assert!(!summarize_targets(&[down, unscraped], "http://p").settling);
         assert_eq!(summarize_targets(&[], "http://p").status, Status::Fail);
     }
 
