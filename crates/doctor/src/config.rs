@@ -124,8 +124,9 @@ pub struct Args {
     #[arg(long, env = "VIGIE_DOCTOR_OPTIONAL", value_name = "SERVICES", value_delimiter = ',',
           value_parser = parse_optional)]
     pub optional: Vec<String>,
-    /// Check again every 2s until no check fails or DURATION has passed
-    /// (e.g. 2m), then report the last round: for scripts that run right
+    /// Check again every 2s until no check fails and no Prometheus target
+    /// awaits its first scrape, or DURATION has passed (e.g. 2m), then
+    /// report the last round: for scripts that run right
     /// after `docker compose up -d`, while services are still starting.
     #[arg(long, env = "VIGIE_DOCTOR_WAIT", value_name = "DURATION", value_parser = parse_positive_duration)]
     pub wait: Option<Duration>,
