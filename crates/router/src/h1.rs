@@ -14,6 +14,7 @@
 //! and nothing for `HEAD`, 1xx, 204 and 304 (RFC 9112 §6.3). A connection
 //! goes back to its pool only after a complete, delimited body.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::headers::X_REQUEST_ID;
 
@@ -55,6 +57,9 @@ pub enum ExchangeError {
     /// The response is not valid HTTP/1.1.
     #[error("{0}")]
     Invalid(&'static str),
+    /// The deadline passed before the response head was read.
+    #[error("no response head before the deadline")]
+    TimedOut,
 }
 
 impl ExchangeError {
@@ -67,7 +72,7 @@ impl ExchangeError {
                 e.kind(),
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
             ),
-            ExchangeError::Incomplete | ExchangeError::Invalid(_) => false,
+            ExchangeError::Incomplete | ExchangeError::Invalid(_) | ExchangeError::TimedOut => false,
         }
     }
 }
@@ -76,6 +81,11 @@ impl ExchangeError {
 pub struct Connection {
     stream: TcpStream,
     buf: BytesMut,
+    /// The deadline of its exchanges: one timer for the connection's life,
+    /// moved later for each request, which costs an atomic update where a
+    /// timer per request was put in and taken out of the runtime's timer
+    /// wheel (bench/router.sh). `None` only while an exchange holds it.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -83,6 +93,7 @@ impl Connection {
         Connection {
             stream,
             buf: BytesMut::new(),
+            timer: None,
         }
     }
 
@@ -170,12 +181,46 @@ pub struct Head {
 }
 
 /// Writes `head` and reads the response head (interim 1xx answers
-/// skipped). The body, if any, is read through [`ResponseBody`].
+/// skipped), giving up at `deadline`. The body, if any, is read through
+/// [`ResponseBody`].
 pub async fn exchange(
     mut connection: Connection,
     head: &[u8],
     method: &Method,
+    deadline: Instant,
 ) -> Result<(Head, Connection), ExchangeError> {
+    let mut timer = match connection.timer.take() {
+        Some(mut timer) => {
+            // Later than the last exchange's deadline: the timer stays where
+            // it is in the wheel, and is moved only if it comes due first.
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    let head = {
+        let work = std::pin::pin!(exchange_head(&mut connection, head, method));
+        before(timer.as_mut(), work).await
+    };
+    connection.timer = Some(timer);
+    head.map(|head| (head, connection))
+}
+
+/// `work`'s result, or [`ExchangeError::TimedOut`] if `timer` fires first.
+async fn before<T>(
+    mut timer: Pin<&mut Sleep>,
+    mut work: Pin<&mut impl Future<Output = Result<T, ExchangeError>>>,
+) -> Result<T, ExchangeError> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        timer.as_mut().poll(cx).map(|()| Err(ExchangeError::TimedOut))
+    })
+    .await
+}
+
+async fn exchange_head(connection: &mut Connection, head: &[u8], method: &Method) -> Result<Head, ExchangeError> {
     connection.stream.write_all(head).await?;
     // Once part of an answer has come (an interim one included), a failure
     // is no longer "nothing received": the request must not be sent again.
@@ -186,7 +231,7 @@ pub async fn exchange(
                 interim_seen = true;
                 continue;
             }
-            return Ok((parsed, connection));
+            return Ok(parsed);
         }
         let had_bytes = interim_seen || !connection.buf.is_empty();
         match connection.read_more().await {
@@ -623,7 +668,8 @@ mod tests {
     ) -> Result<(Head, Result<Vec<u8>, String>, usize), ExchangeError> {
         let connection = upstream(pieces, hold).await;
         let head_bytes = encode_head(&method, "/", &HeaderMap::new());
-        let (head, connection) = exchange(connection, &head_bytes, &method).await?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let (head, connection) = exchange(connection, &head_bytes, &method, deadline).await?;
         let returned = Arc::new(Returned::default());
         let body = ResponseBody::new(&head, connection, Arc::clone(&returned) as Arc<dyn Reuse>);
         let body = tokio::time::timeout(Duration::from_secs(3), body.collect())
@@ -816,5 +862,76 @@ mod tests {
         }
         let closed = fetch(Method::GET, vec![], false).await.err().expect("an error");
         assert!(closed.nothing_received());
+    }
+
+    /// A server that answers the first `answers` request heads of one
+    /// connection with an empty 200, then reads on and answers nothing.
+    async fn answering(answers: usize) -> Connection {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut received = Vec::new();
+            let mut answered = 0;
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                received.extend_from_slice(&chunk[..n]);
+                while let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    received.drain(..end + 4);
+                    if answered < answers {
+                        answered += 1;
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .await
+                            .expect("write");
+                    }
+                }
+            }
+        });
+        Connection::new(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    async fn get_within(connection: Connection, time: Duration) -> Result<Connection, ExchangeError> {
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let (head, connection) = exchange(connection, &head, &Method::GET, Instant::now() + time).await?;
+        assert_eq!(head.status, StatusCode::OK);
+        Ok(connection)
+    }
+
+    #[tokio::test]
+    async fn no_response_head_by_the_deadline_is_a_timeout() {
+        let connection = answering(0).await;
+        let started = Instant::now();
+        let error = get_within(connection, Duration::from_millis(100))
+            .await
+            .err()
+            .expect("a timeout");
+        assert!(matches!(error, ExchangeError::TimedOut), "{error}");
+        assert!(
+            !error.nothing_received(),
+            "a request that may have been seen is not sent again"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_connection_s_timer_moves_with_each_exchange_and_still_fires() {
+        let time = Duration::from_millis(200);
+        let mut connection = answering(3).await;
+        // Back to back: each exchange moves the deadline later.
+        connection = get_within(connection, time).await.expect("first");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        connection = get_within(connection, time).await.expect("second");
+        // Idle past the last deadline: the timer came due with nothing to
+        // time out, and must not fail the next exchange.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        connection = get_within(connection, time)
+            .await
+            .expect("third, after the old deadline passed");
+        // The server answers no more: the moved timer fires at the new deadline.
+        let started = Instant::now();
+        let error = get_within(connection, time).await.err().expect("a timeout");
+        assert!(matches!(error, ExchangeError::TimedOut), "{error}");
+        assert!(started.elapsed() >= time, "fired early: {:?}", started.elapsed());
     }
 }

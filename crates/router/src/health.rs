@@ -42,10 +42,14 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
         .header(http::header::USER_AGENT, "vigie-router-health")
         .body(empty_body())
         .map_err(|e| failed(format!("cannot build health check request: {e}")))?;
+    let timed_out = || failed(format!("{path} did not answer within {} ms", timeout.as_millis()));
     let check = async {
-        let response = upstream.pool.send(request).await.map_err(|e| ProbeFailure {
-            nothing_listening: matches!(e, SendError::Connect(_)),
-            message: describe(&e),
+        let response = upstream.pool.send(request, timeout).await.map_err(|e| match e {
+            SendError::TimedOut(_) => timed_out(),
+            e => ProbeFailure {
+                nothing_listening: matches!(e, SendError::Connect(_)),
+                message: describe(&e),
+            },
         })?;
         let status = response.status();
         // Read the (small) body so the connection goes back to the pool.
@@ -60,12 +64,10 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
             Err(failed(format!("{path} answered {status}")))
         }
     };
+    // The body too must come within the time.
     match tokio::time::timeout(timeout, check).await {
         Ok(result) => result,
-        Err(_) => Err(failed(format!(
-            "{path} did not answer within {} ms",
-            timeout.as_millis()
-        ))),
+        Err(_) => Err(timed_out()),
     }
 }
 

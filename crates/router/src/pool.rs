@@ -76,6 +76,9 @@ pub enum SendError {
     /// The same, on a plain connection.
     #[error(transparent)]
     Exchange(#[from] h1::ExchangeError),
+    /// No response head within the time given to [`Pool::send`].
+    #[error("no response within {} ms", .0.as_millis())]
+    TimedOut(Duration),
 }
 
 struct Idle {
@@ -112,39 +115,50 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI) and waits for the response head.
-    /// Its body gives the connection back to the pool once read to the end.
+    /// Sends `request` (origin-form URI) and waits for the response head,
+    /// at most `timeout` ([`SendError::TimedOut`] then). Its body gives the
+    /// connection back to the pool once read to the end.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<Response<ResponseBody>, SendError> {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, self.host.clone());
         }
         if request.body().is_end_stream() && is_idempotent(request.method()) {
-            let response = self.send_plain(request).await?;
+            let response = self.send_plain(request, timeout).await?;
             return Ok(response.map(http_body_util::Either::Right));
         }
-        let response = Box::pin(self.send_streaming(request)).await?;
+        let response = tokio::time::timeout(timeout, Box::pin(self.send_streaming(request)))
+            .await
+            .map_err(|_| SendError::TimedOut(timeout))??;
         Ok(response.map(http_body_util::Either::Left))
     }
 
     /// A request without a body on a plain connection. One that got
     /// nothing back on a kept-alive connection (the upstream had closed
-    /// it) goes out again on the next one.
+    /// it) goes out again on the next one, before the same deadline.
     async fn send_plain(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<Response<h1::ResponseBody>, SendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let (parts, _nothing) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let head = h1::encode_head(&parts.method, target, &parts.headers);
         loop {
             let (connection, reused) = match self.checkout_plain() {
                 Some(connection) => (connection, true),
-                None => (h1::Connection::new(Box::pin(self.open()).await?), false),
+                None => {
+                    let stream = tokio::time::timeout_at(deadline, Box::pin(self.open()))
+                        .await
+                        .map_err(|_| SendError::TimedOut(timeout))??;
+                    (h1::Connection::new(stream), false)
+                }
             };
-            match h1::exchange(connection, &head, &parts.method).await {
+            match h1::exchange(connection, &head, &parts.method, deadline).await {
                 Ok((head, connection)) => {
                     let body = h1::ResponseBody::new(&head, connection, Arc::clone(self) as Arc<dyn h1::Reuse>);
                     let mut response = Response::new(body);
@@ -154,6 +168,7 @@ impl Pool {
                     return Ok(response);
                 }
                 Err(error) if reused && error.nothing_received() => continue,
+                Err(h1::ExchangeError::TimedOut) => return Err(SendError::TimedOut(timeout)),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -399,7 +414,7 @@ mod tests {
 
     async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
         let request = Request::get("/").body(empty_body()).expect("request");
-        let response = pool.send(request).await?;
+        let response = pool.send(request, Duration::from_secs(5)).await?;
         let body = response.into_body().collect().await.expect("the whole body").to_bytes();
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -452,7 +467,7 @@ mod tests {
         let (authority, accepted) = server(usize::MAX).await;
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         let request = Request::get("/").body(empty_body()).expect("request");
-        drop(pool.send(request).await.expect("head"));
+        drop(pool.send(request, Duration::from_secs(5)).await.expect("head"));
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(get(&pool).await.expect("answer"), "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -565,7 +580,7 @@ mod tests {
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         for path in ["/a", "/b", "/c"] {
             let request = Request::get(path).body(empty_body()).expect("request");
-            let response = pool.send(request).await.expect("an answer");
+            let response = pool.send(request, Duration::from_secs(5)).await.expect("an answer");
             let body = response.into_body().collect().await.expect("the whole body").to_bytes();
             assert_eq!(String::from_utf8_lossy(&body), format!("reply to {path}"));
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -187,20 +187,16 @@ async fn forward(
     // kept-alive connection turns out closed; one with a body is streamed,
     // so it cannot be.
     let (body, upload) = upload::watched(body);
-    let exchange = upstream.pool.send(Request::from_parts(parts, Either::Left(body)));
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(response)) => Ok(response),
+    let request = Request::from_parts(parts, Either::Left(body));
+    match upstream.pool.send(request, timeout).await {
+        Ok(response) => Ok(response),
+        // The upstream waits for the rest of the body: the client stalled.
+        Err(SendError::TimedOut(_)) if upload.stalled_by_client() => Err(Failed::Client(ClientError::stalled(timeout))),
         // The client's body broke first: the upstream only saw it break.
-        Ok(Err(error)) => Err(match upload.failure() {
+        Err(error) => Err(match upload.failure() {
             Some(why) => Failed::Client(ClientError::bad_body(why)),
             None => Failed::Upstream(classify(upstream, &error)),
         }),
-        // The upstream waits for the rest of the body: the client stalled.
-        Err(_) if upload.stalled_by_client() => Err(Failed::Client(ClientError::stalled(timeout))),
-        Err(_) => Err(Failed::Upstream(UpstreamError {
-            kind: ErrorKind::Timeout,
-            message: format!("{} did not answer within {} ms", upstream.color, timeout.as_millis()),
-        })),
     }
 }
 
@@ -216,6 +212,12 @@ fn classify(upstream: &Upstream, error: &SendError) -> UpstreamError {
                 message: format!("cannot connect to {color}: {}", root_cause(e)),
             }
         }
+        SendError::TimedOut(timeout) => {
+            return UpstreamError {
+                kind: ErrorKind::Timeout,
+                message: format!("{color} did not answer within {} ms", timeout.as_millis()),
+            }
+        }
         SendError::Http(e) if e.is_incomplete_message() => {
             "closed the connection before its response was complete".to_owned()
         }
@@ -228,6 +230,8 @@ fn classify(upstream: &Upstream, error: &SendError) -> UpstreamError {
         }
         SendError::Exchange(ExchangeError::Invalid(what)) => format!("sent {what}"),
         SendError::Exchange(ExchangeError::Io(e)) => format!("failed: {}", root_cause(e)),
+        // The pool reports a timed out exchange as `SendError::TimedOut`.
+        SendError::Exchange(ExchangeError::TimedOut) => "did not answer in time".to_owned(),
     };
     UpstreamError {
         kind: ErrorKind::Other,
