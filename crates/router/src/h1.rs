@@ -170,19 +170,32 @@ fn read_draining(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
 }
 
 /// A request head as it goes on the wire: `method target HTTP/1.1`, the
-/// fields, an empty line.
-pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
-    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+/// fields, the `extra` fields, an empty line.
+pub fn encode_head<'a>(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    extra: impl Iterator<Item = (HeaderName, &'a HeaderValue)> + Clone,
+) -> Vec<u8> {
+    let size = |name: &HeaderName, value: &HeaderValue| name.as_str().len() + value.len() + 4;
+    let fields: usize =
+        headers.iter().map(|(n, v)| size(n, v)).sum::<usize>() + extra.clone().map(|(n, v)| size(&n, v)).sum::<usize>();
     let mut head = Vec::with_capacity(method.as_str().len() + target.len() + fields + 16);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        field(name, value);
+    }
+    for (name, value) in extra {
+        field(&name, value);
     }
     head.extend_from_slice(b"\r\n");
     head
@@ -693,7 +706,7 @@ mod tests {
         hold: bool,
     ) -> Result<(Head, Result<Vec<u8>, String>, usize), ExchangeError> {
         let connection = upstream(pieces, hold).await;
-        let head_bytes = encode_head(&method, "/", &HeaderMap::new());
+        let head_bytes = encode_head(&method, "/", &HeaderMap::new(), std::iter::empty());
         let deadline = Instant::now() + Duration::from_secs(3);
         let (head, connection) = exchange(connection, &head_bytes, &method, deadline).await?;
         let returned = Arc::new(Returned::default());
@@ -711,10 +724,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("blue:3000"));
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
-        let head = encode_head(&Method::GET, "/api/info?x=1", &headers);
+        let head = encode_head(&Method::GET, "/api/info?x=1", &headers, std::iter::empty());
         assert_eq!(
             String::from_utf8(head).expect("ascii"),
             "GET /api/info?x=1 HTTP/1.1\r\nhost: blue:3000\r\nx-request-id: abc\r\n\r\n"
+        );
+        // Extra fields follow the map's, and are counted in the capacity.
+        let proto = HeaderValue::from_static("http");
+        let extra = [(HeaderName::from_static("x-forwarded-proto"), &proto)];
+        let head = encode_head(&Method::HEAD, "/", &headers, extra.into_iter());
+        assert!(head.capacity() <= head.len() + 16, "one allocation, sized up front");
+        assert_eq!(
+            String::from_utf8(head).expect("ascii"),
+            "HEAD / HTTP/1.1\r\nhost: blue:3000\r\nx-request-id: abc\r\nx-forwarded-proto: http\r\n\r\n"
         );
     }
 
@@ -918,7 +940,7 @@ mod tests {
     }
 
     async fn get_within(connection: Connection, time: Duration) -> Result<Connection, ExchangeError> {
-        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), std::iter::empty());
         let (head, connection) = exchange(connection, &head, &Method::GET, Instant::now() + time).await?;
         assert_eq!(head.status, StatusCode::OK);
         Ok(connection)

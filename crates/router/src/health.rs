@@ -44,13 +44,17 @@ pub async fn probe(upstream: &Upstream, path: &str, timeout: Duration) -> Result
         .map_err(|e| failed(format!("cannot build health check request: {e}")))?;
     let timed_out = || failed(format!("{path} did not answer within {} ms", timeout.as_millis()));
     let check = async {
-        let response = upstream.pool.send(request, timeout).await.map_err(|e| match e {
-            SendError::TimedOut(_) => timed_out(),
-            e => ProbeFailure {
-                nothing_listening: matches!(e, SendError::Connect(_)),
-                message: describe(&e),
-            },
-        })?;
+        let response = upstream
+            .pool
+            .send(request, std::iter::empty(), timeout)
+            .await
+            .map_err(|e| match e {
+                SendError::TimedOut(_) => timed_out(),
+                e => ProbeFailure {
+                    nothing_listening: matches!(e, SendError::Connect(_)),
+                    message: describe(&e),
+                },
+            })?;
         let status = response.status();
         // Read the (small) body so the connection goes back to the pool.
         let body = http_body_util::Limited::new(response.into_body(), MAX_READY_BODY_BYTES)

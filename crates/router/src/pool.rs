@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -115,20 +115,28 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI) and waits for the response head,
-    /// at most `timeout` ([`SendError::TimedOut`] then). Its body gives the
-    /// connection back to the pool once read to the end.
-    pub async fn send(
+    /// Sends `request` (origin-form URI), with the `extra` fields after its
+    /// own, and waits for the response head, at most `timeout`
+    /// ([`SendError::TimedOut`] then). Its body gives the connection back
+    /// to the pool once read to the end.
+    pub async fn send<'a>(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
+        extra: impl Iterator<Item = (HeaderName, &'a HeaderValue)> + Clone,
         timeout: Duration,
     ) -> Result<Response<ResponseBody>, SendError> {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, self.host.clone());
         }
         if request.body().is_end_stream() && is_idempotent(request.method()) {
-            let response = self.send_plain(request, timeout).await?;
+            let (parts, _nothing) = request.into_parts();
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let head = h1::encode_head(&parts.method, target, &parts.headers, extra);
+            let response = self.send_plain(&head, &parts.method, timeout).await?;
             return Ok(response.map(http_body_util::Either::Right));
+        }
+        for (name, value) in extra {
+            request.headers_mut().append(name, value.clone());
         }
         let response = tokio::time::timeout(timeout, Box::pin(self.send_streaming(request)))
             .await
@@ -141,13 +149,11 @@ impl Pool {
     /// it) goes out again on the next one, before the same deadline.
     async fn send_plain(
         self: &Arc<Self>,
-        request: Request<UpstreamBody>,
+        head: &[u8],
+        method: &Method,
         timeout: Duration,
     ) -> Result<Response<h1::ResponseBody>, SendError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let (parts, _nothing) = request.into_parts();
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let head = h1::encode_head(&parts.method, target, &parts.headers);
         loop {
             let (connection, reused) = match self.checkout_plain() {
                 Some(connection) => (connection, true),
@@ -158,7 +164,7 @@ impl Pool {
                     (h1::Connection::new(stream), false)
                 }
             };
-            match h1::exchange(connection, &head, &parts.method, deadline).await {
+            match h1::exchange(connection, head, method, deadline).await {
                 Ok((head, connection)) => {
                     let body = h1::ResponseBody::new(&head, connection, Arc::clone(self) as Arc<dyn h1::Reuse>);
                     let mut response = Response::new(body);
@@ -414,7 +420,7 @@ mod tests {
 
     async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
         let request = Request::get("/").body(empty_body()).expect("request");
-        let response = pool.send(request, Duration::from_secs(5)).await?;
+        let response = pool.send(request, std::iter::empty(), Duration::from_secs(5)).await?;
         let body = response.into_body().collect().await.expect("the whole body").to_bytes();
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -467,7 +473,11 @@ mod tests {
         let (authority, accepted) = server(usize::MAX).await;
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         let request = Request::get("/").body(empty_body()).expect("request");
-        drop(pool.send(request, Duration::from_secs(5)).await.expect("head"));
+        drop(
+            pool.send(request, std::iter::empty(), Duration::from_secs(5))
+                .await
+                .expect("head"),
+        );
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(get(&pool).await.expect("answer"), "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -580,7 +590,10 @@ mod tests {
         let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
         for path in ["/a", "/b", "/c"] {
             let request = Request::get(path).body(empty_body()).expect("request");
-            let response = pool.send(request, Duration::from_secs(5)).await.expect("an answer");
+            let response = pool
+                .send(request, std::iter::empty(), Duration::from_secs(5))
+                .await
+                .expect("an answer");
             let body = response.into_body().collect().await.expect("the whole body").to_bytes();
             assert_eq!(String::from_utf8_lossy(&body), format!("reply to {path}"));
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -16,11 +16,11 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer 
 use opentelemetry::KeyValue;
 use vigie_telemetry::http::method_label;
 use vigie_telemetry::traces::{self, Traces};
-use vigie_telemetry::{request_id, Color};
+use vigie_telemetry::Color;
 
 use crate::error::{ClientError, ErrorKind, UpstreamError};
 use crate::h1::ExchangeError;
-use crate::headers::{add_forwarded, remove_hop_by_hop, ClientAddr, X_REQUEST_ID, X_VIGIE_COLOR};
+use crate::headers::{for_upstream, remove_hop_by_hop, set_present, Added, ClientAddr, X_REQUEST_ID, X_VIGIE_COLOR};
 use crate::metrics::RouterMetrics;
 use crate::pool::{ResponseBody, SendError};
 use crate::routing::Routing;
@@ -60,7 +60,8 @@ pub async fn handle(
     client: ClientAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
-    let id = request_id::accept_or_generate(request.headers().get(X_REQUEST_ID));
+    let (mut parts, body) = request.into_parts();
+    let (id, added) = for_upstream(&mut parts.headers, &client);
     let flight = proxy.begin();
     let upstream = Arc::clone(flight.upstream());
     let color_header = HeaderValue::from_static(upstream.color.as_str());
@@ -70,7 +71,7 @@ pub async fn handle(
     // A request whose incoming parent is unsampled gets no span (the
     // sampler follows the parent): its traceparent passes through as is.
     let trace = proxy.traces.tracer().and_then(|_| {
-        let parent = traces::extract(request.headers());
+        let parent = traces::extract(&parts.headers);
         let tracer = proxy.traces.tracer_for(&parent)?;
         let mut span = tracer
             .span_builder(traces::SPAN_NAME_PENDING)
@@ -78,11 +79,11 @@ pub async fn handle(
             .start_with_context(tracer, &parent);
         // Names and attributes cost allocations: only for sampled spans.
         if span.is_recording() {
-            let method = method_label(request.method());
+            let method = method_label(&parts.method);
             span.update_name(format!("{method} proxy"));
             span.set_attributes([
                 KeyValue::new("http.request.method", method),
-                KeyValue::new("url.path", request.uri().path().to_owned()),
+                KeyValue::new("url.path", parts.uri.path().to_owned()),
                 KeyValue::new("vigie.upstream.color", upstream.color.as_str()),
                 KeyValue::new("vigie.upstream.url", upstream.url_attribute.clone()),
             ]);
@@ -91,9 +92,9 @@ pub async fn handle(
     });
     let mut exchange = Exchange {
         start: Instant::now(),
-        method: request.method().clone(),
+        method: parts.method.clone(),
         // A clone shares the parsed request's bytes: no copy of the path.
-        uri: request.uri().clone(),
+        uri: parts.uri.clone(),
         request_id: id.clone(),
         color: upstream.color,
         status: STATUS_CLIENT_CLOSED,
@@ -102,50 +103,50 @@ pub async fn handle(
         trace: trace.clone(),
         _flight: flight,
     };
-    let response = match forward(
-        &upstream,
-        request,
-        &client,
-        id.clone(),
-        proxy.request_timeout,
-        trace.as_ref(),
-    )
-    .await
-    {
+    // The response is built where it is returned: a response with its
+    // body is a few hundred bytes, and each move of it costs a copy.
+    let mut response = match forward(&upstream, parts, body, &added, proxy.request_timeout, trace.as_ref()).await {
         Ok(response) => {
             exchange.status = response.status().as_u16();
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
+            stamp(&mut parts.headers, color_header, id);
             // The exchange rides along with the body: the request stays in
             // flight (and unlogged) until the last byte is sent or the client
             // goes away, which is what a switch must wait for.
-            let tracked = Tracked {
-                inner: body,
-                idle_timeout: proxy.request_timeout,
-                idle: None,
-                frame_since_armed: false,
-                exchange,
-            };
-            Response::from_parts(parts, Either::Left(tracked))
+            return Ok(Response::from_parts(
+                parts,
+                Either::Left(Tracked {
+                    inner: body,
+                    idle_timeout: proxy.request_timeout,
+                    idle: None,
+                    frame_since_armed: false,
+                    exchange,
+                }),
+            ));
         }
         Err(Failed::Upstream(error)) => {
             proxy.metrics.upstream_error(upstream.color, error.kind);
             exchange.status = error.status().as_u16();
             exchange.error = Some(error.message.clone());
-            drop(exchange);
-            error.to_response().map(Either::Right)
+            error.to_response()
         }
         Err(Failed::Client(error)) => {
             exchange.status = error.status.as_u16();
             exchange.error = Some(error.message.clone());
-            drop(exchange);
-            error.to_response().map(Either::Right)
+            error.to_response()
         }
     };
-    let mut response = response;
-    response.headers_mut().insert(X_VIGIE_COLOR, color_header);
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    Ok(response)
+    drop(exchange);
+    stamp(response.headers_mut(), color_header, id);
+    Ok(response.map(Either::Right))
+}
+
+/// The fields the router adds to every response: the color that answered
+/// and the request id.
+fn stamp(headers: &mut http::HeaderMap, color: HeaderValue, id: HeaderValue) {
+    headers.insert(X_VIGIE_COLOR, color);
+    set_present(headers, X_REQUEST_ID, id);
 }
 
 /// Why a proxied request got no response from its upstream, by whose fault.
@@ -154,16 +155,16 @@ enum Failed {
     Client(ClientError),
 }
 
-/// Sends the request upstream and waits for the response head.
+/// Sends the request (its fields readied by [`for_upstream`], which
+/// returned `added`) upstream and waits for the response head.
 async fn forward(
     upstream: &Upstream,
-    request: Request<Incoming>,
-    client: &ClientAddr,
-    request_id: HeaderValue,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    added: &Added,
     timeout: Duration,
     trace: Option<&opentelemetry::Context>,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let (mut parts, body) = request.into_parts();
     // The upstream is a server, not a proxy: it gets the origin form
     // (`/path?query`) even if the client sent an absolute URI.
     if parts.uri.scheme().is_some() {
@@ -177,9 +178,6 @@ async fn forward(
     }
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
-    remove_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client);
-    parts.headers.insert(X_REQUEST_ID, request_id);
     if let Some(cx) = trace {
         traces::inject(cx, &mut parts.headers);
     }
@@ -188,7 +186,7 @@ async fn forward(
     // so it cannot be.
     let (body, upload) = upload::watched(body);
     let request = Request::from_parts(parts, Either::Left(body));
-    match upstream.pool.send(request, timeout).await {
+    match upstream.pool.send(request, added.fields(), timeout).await {
         Ok(response) => Ok(response),
         // The upstream waits for the rest of the body: the client stalled.
         Err(SendError::TimedOut(_)) if upload.stalled_by_client() => Err(Failed::Client(ClientError::stalled(timeout))),

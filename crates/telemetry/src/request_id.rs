@@ -15,16 +15,18 @@ const MAX_LEN: usize = 128;
 /// Returns the incoming id if it is short printable ASCII, else a new UUID.
 /// Either way the result is a valid header value whose `to_str` succeeds.
 pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
-    incoming
-        .filter(|v| !v.is_empty() && v.len() <= MAX_LEN && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
-        .cloned()
-        .unwrap_or_else(generate)
+    incoming.filter(|v| acceptable(v)).cloned().unwrap_or_else(generate)
+}
+
+/// Whether an incoming id is kept: short printable ASCII.
+pub fn acceptable(id: &HeaderValue) -> bool {
+    !id.is_empty() && id.len() <= MAX_LEN && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
 }
 
 /// A random (version 4) UUID. Its bits come from the thread's fast,
 /// non-cryptographic generator: a request id must be unique, not secret,
 /// and the cryptographic one was a measurable share of a request's cost.
-fn generate() -> HeaderValue {
+pub fn generate() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     uuid.hyphenated().encode_lower(&mut text);
