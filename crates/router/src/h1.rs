@@ -982,4 +982,16 @@ mod tests {
         assert!(matches!(error, ExchangeError::TimedOut), "{error}");
         assert!(started.elapsed() >= time, "fired early: {:?}", started.elapsed());
     }
+
+    #[tokio::test]
+    async fn a_read_that_leaves_room_makes_the_idle_check_free() {
+        let connection = get_within(answering(1).await, Duration::from_secs(3))
+            .await
+            .expect("an answer");
+        // The answer came in one read with room to spare: the socket's
+        // readiness is cleared, so the check reads nothing from the kernel.
+        let readable = connection.stream.try_io(Interest::READABLE, || Ok(())).is_ok();
+        assert!(!readable, "readiness left set after the read that emptied the socket");
+        assert!(connection.still_idle());
+    }
 }
