@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWriteExt, Interest};
@@ -84,7 +84,10 @@ pub struct Connection {
     /// The deadline of its exchanges: one timer for the connection's life,
     /// moved later for each request, which costs an atomic update where a
     /// timer per request was put in and taken out of the runtime's timer
-    /// wheel (bench/router.sh). `None` only while an exchange holds it.
+    /// wheel (bench/callgrind.sh, docs/benchmarks.md). `None` before the
+    /// first exchange and while one holds it. Between exchanges it keeps
+    /// the waker of the last task that used it; if it comes due then, that
+    /// task is woken once for nothing.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -230,8 +233,10 @@ pub async fn exchange(
 ) -> Result<(Head, Connection), ExchangeError> {
     let mut timer = match connection.timer.take() {
         Some(mut timer) => {
-            // Later than the last exchange's deadline: the timer stays where
-            // it is in the wheel, and is moved only if it comes due first.
+            // Usually later than the last exchange's deadline: the timer then
+            // stays where it is in the wheel, and is moved only if it comes
+            // due first. An earlier one (a health check's shorter timeout)
+            // registers it again.
             timer.as_mut().reset(deadline);
             timer
         }
@@ -251,10 +256,19 @@ async fn before<T>(
     mut work: Pin<&mut impl Future<Output = Result<T, ExchangeError>>>,
 ) -> Result<T, ExchangeError> {
     std::future::poll_fn(|cx| {
+        let had_budget = tokio::task::coop::has_budget_remaining();
         if let Poll::Ready(result) = work.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
-        timer.as_mut().poll(cx).map(|()| Err(ExchangeError::TimedOut))
+        // As in tokio's own timeout: work that used up the task's budget
+        // (an upstream flooding interim answers) must not keep the timer
+        // from being looked at, or the request would never time out.
+        let fired = if had_budget && !tokio::task::coop::has_budget_remaining() {
+            std::pin::pin!(tokio::task::coop::unconstrained(timer.as_mut())).poll(cx)
+        } else {
+            timer.as_mut().poll(cx)
+        };
+        fired.map(|()| Err(ExchangeError::TimedOut))
     })
     .await
 }
@@ -360,10 +374,17 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Excha
     }))
 }
 
-/// A field's name. `x-request-id`, which every answer of our services
-/// carries, is not one `http` knows: parsed, it would be copied into an
-/// allocation of its own.
+/// A field's name. The fields every answer of our backends carries, as
+/// they spell them, are matched whole: that skips the parser's lookup of
+/// each byte (bench/router.sh). `x-request-id` is not a name `http` knows:
+/// parsed, it would be copied into an allocation of its own.
 fn field_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    match raw {
+        b"content-type" => return Ok(CONTENT_TYPE),
+        b"content-length" => return Ok(CONTENT_LENGTH),
+        b"date" => return Ok(DATE),
+        _ => {}
+    }
     if raw.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes()) {
         return Ok(X_REQUEST_ID);
     }
@@ -950,10 +971,14 @@ mod tests {
     async fn no_response_head_by_the_deadline_is_a_timeout() {
         let connection = answering(0).await;
         let started = Instant::now();
-        let error = get_within(connection, Duration::from_millis(100))
-            .await
-            .err()
-            .expect("a timeout");
+        let error = tokio::time::timeout(
+            Duration::from_secs(3),
+            get_within(connection, Duration::from_millis(100)),
+        )
+        .await
+        .expect("the exchange's own timer fired")
+        .err()
+        .expect("a timeout");
         assert!(matches!(error, ExchangeError::TimedOut), "{error}");
         assert!(
             !error.nothing_received(),
@@ -978,7 +1003,11 @@ mod tests {
             .expect("third, after the old deadline passed");
         // The server answers no more: the moved timer fires at the new deadline.
         let started = Instant::now();
-        let error = get_within(connection, time).await.err().expect("a timeout");
+        let error = tokio::time::timeout(Duration::from_secs(3), get_within(connection, time))
+            .await
+            .expect("the exchange's own timer fired")
+            .err()
+            .expect("a timeout");
         assert!(matches!(error, ExchangeError::TimedOut), "{error}");
         assert!(started.elapsed() >= time, "fired early: {:?}", started.elapsed());
     }
@@ -993,5 +1022,23 @@ mod tests {
         let readable = connection.stream.try_io(Interest::READABLE, || Ok(())).is_ok();
         assert!(!readable, "readiness left set after the read that emptied the socket");
         assert!(connection.still_idle());
+    }
+
+    #[test]
+    fn field_names_matched_whole_are_the_ones_the_parser_gives() {
+        for raw in [
+            "content-type",
+            "content-length",
+            "date",
+            "x-request-id",
+            "Content-Type",
+            "DATE",
+            "X-Request-Id",
+            "x-other",
+        ] {
+            let parsed = HeaderName::from_bytes(raw.as_bytes()).expect("a valid name");
+            assert_eq!(field_name(raw.as_bytes()).expect("a valid name"), parsed, "{raw}");
+        }
+        assert!(field_name(b"bad name").is_err());
     }
 }

@@ -7,7 +7,11 @@
 //! room of a map parsed with just the client's fields regrows it. For the
 //! few fields of a request or response, one pass comparing names costs
 //! less, and the fields a request lacked go upstream after its own
-//! instead of into its map (bench/router.sh; docs/benchmarks.md).
+//! instead of into its map (bench/callgrind.sh; docs/benchmarks.md).
+//!
+//! Fields named in `Connection` go first, before anything else reads the
+//! request: an `X-Request-Id` or `traceparent` a client marks as
+//! hop-by-hop is not used.
 
 use std::net::IpAddr;
 

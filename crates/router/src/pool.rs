@@ -153,9 +153,13 @@ impl Pool {
         method: &Method,
         timeout: Duration,
     ) -> Result<Response<h1::ResponseBody>, SendError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now + timeout;
+        // The clock read for the deadline serves the first checkout.
+        let mut first_checkout = Some(now.into_std());
         loop {
-            let (connection, reused) = match self.checkout_plain() {
+            let now = first_checkout.take().unwrap_or_else(Instant::now);
+            let (connection, reused) = match self.checkout_plain(now) {
                 Some(connection) => (connection, true),
                 None => {
                     let stream = tokio::time::timeout_at(deadline, Box::pin(self.open()))
@@ -218,7 +222,7 @@ impl Pool {
     /// waits on a client's slow upload.
     fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.lock();
-        close_expired(&mut idle, |entry| entry.since);
+        close_expired(&mut idle, Instant::now(), |entry| entry.since);
         while let Some(at) = idle
             .iter()
             .rposition(|entry| entry.sender.is_ready() || entry.sender.is_closed())
@@ -234,9 +238,9 @@ impl Pool {
     /// The most recently used idle plain connection, if one is young enough.
     /// Connections that received anything while idle (a stray answer,
     /// their end) are closed on the way.
-    fn checkout_plain(&self) -> Option<h1::Connection> {
+    fn checkout_plain(&self, now: Instant) -> Option<h1::Connection> {
         let mut idle = self.plain_idle_here();
-        close_expired(&mut idle, |(_, since)| *since);
+        close_expired(&mut idle, now, |(_, since)| *since);
         while let Some((connection, _)) = idle.pop_back() {
             if connection.still_idle() {
                 return Some(connection);
@@ -281,23 +285,22 @@ impl Pool {
             return;
         }
         let mut idle = self.lock();
-        close_expired(&mut idle, |entry| entry.since);
+        let now = Instant::now();
+        close_expired(&mut idle, now, |entry| entry.since);
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { sender, since: now });
         }
     }
 
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; run
     /// periodically, so a pool nobody uses (the standby's) holds nothing.
     pub fn prune(&self) {
+        let now = Instant::now();
         for idle in &self.idle {
-            close_expired(&mut idle.lock(), |entry| entry.since);
+            close_expired(&mut idle.lock(), now, |entry| entry.since);
         }
         for idle in &self.plain_idle {
-            close_expired(&mut idle.lock(), |(_, since)| *since);
+            close_expired(&mut idle.lock(), now, |(_, since)| *since);
         }
     }
 
@@ -322,19 +325,21 @@ impl Pool {
 impl h1::Reuse for Pool {
     fn give_back(&self, connection: h1::Connection) {
         let mut idle = self.plain_idle_here();
-        close_expired(&mut idle, |(_, since)| *since);
+        let now = Instant::now();
+        close_expired(&mut idle, now, |(_, since)| *since);
         if idle.len() < MAX_IDLE {
-            idle.push_back((connection, Instant::now()));
+            idle.push_back((connection, now));
         }
     }
 }
 
-/// Closes the connections idle for longer than [`IDLE_TIMEOUT`], oldest
-/// first: once one is young enough, so are the rest.
-fn close_expired<T>(idle: &mut VecDeque<T>, since: impl Fn(&T) -> Instant) {
+/// Closes the connections idle for longer than [`IDLE_TIMEOUT`] at `now`,
+/// oldest first: once one is young enough, so are the rest. (The caller
+/// reads the clock once for this and what it does next.)
+fn close_expired<T>(idle: &mut VecDeque<T>, now: Instant, since: impl Fn(&T) -> Instant) {
     while idle
         .front()
-        .is_some_and(|oldest| since(oldest).elapsed() > IDLE_TIMEOUT)
+        .is_some_and(|oldest| now.saturating_duration_since(since(oldest)) > IDLE_TIMEOUT)
     {
         idle.pop_front();
     }
@@ -597,6 +602,65 @@ mod tests {
             let body = response.into_body().collect().await.expect("the whole body").to_bytes();
             assert_eq!(String::from_utf8_lossy(&body), format!("reply to {path}"));
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn extra_fields_reach_the_upstream_once_on_either_kind_of_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = authority_of(&listener);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // Answers with the values of the fields it was sent.
+                    let service = service_fn(|request: Request<Incoming>| async move {
+                        let seen: Vec<String> = ["host", "x-forwarded-for", "x-request-id"]
+                            .into_iter()
+                            .map(|name| {
+                                let values: Vec<&str> = request
+                                    .headers()
+                                    .get_all(name)
+                                    .iter()
+                                    .map(|v| v.to_str().unwrap_or("?"))
+                                    .collect();
+                                format!("{name}={}", values.join("|"))
+                            })
+                            .collect();
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from(
+                            seen.join(" "),
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let host = authority.to_string();
+        let pool = Arc::new(Pool::new(authority, Duration::from_secs(1)));
+        let forwarded = HeaderValue::from_static("10.0.0.1");
+        let id = HeaderValue::from_static("abc");
+        let extra = [
+            (HeaderName::from_static("x-forwarded-for"), &forwarded),
+            (HeaderName::from_static("x-request-id"), &id),
+        ];
+        // A GET goes on a plain connection, a POST through hyper's client.
+        for method in [Method::GET, Method::POST] {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri("/")
+                .body(empty_body())
+                .expect("request");
+            let response = pool
+                .send(request, extra.clone().into_iter(), Duration::from_secs(5))
+                .await
+                .expect("an answer");
+            let body = response.into_body().collect().await.expect("the whole body").to_bytes();
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                format!("host={host} x-forwarded-for=10.0.0.1 x-request-id=abc"),
+                "{method}"
+            );
         }
     }
 

@@ -229,7 +229,12 @@ fn classify(upstream: &Upstream, error: &SendError) -> UpstreamError {
         SendError::Exchange(ExchangeError::Invalid(what)) => format!("sent {what}"),
         SendError::Exchange(ExchangeError::Io(e)) => format!("failed: {}", root_cause(e)),
         // The pool reports a timed out exchange as `SendError::TimedOut`.
-        SendError::Exchange(ExchangeError::TimedOut) => "did not answer in time".to_owned(),
+        SendError::Exchange(ExchangeError::TimedOut) => {
+            return UpstreamError {
+                kind: ErrorKind::Timeout,
+                message: format!("{color} did not answer in time"),
+            }
+        }
     };
     UpstreamError {
         kind: ErrorKind::Other,
