@@ -237,7 +237,7 @@ impl Pool {
 
     /// The most recently used idle plain connection, if one is young enough.
     /// Connections that received anything while idle (a stray answer,
-    /// their end) are closed on the way.
+    /// their end), as far as this thread has seen, are closed on the way.
     fn checkout_plain(&self, now: Instant) -> Option<h1::Connection> {
         let mut idle = self.plain_idle_here();
         close_expired(&mut idle, now, |(_, since)| *since);
@@ -556,9 +556,11 @@ mod tests {
     }
 
     /// Bytes an upstream sends after a complete response (a second answer,
-    /// a body too long for its length) must never be taken for the next
-    /// request's answer: a pooled connection that received anything while
-    /// idle is closed, and the request goes on another one.
+    /// a body too long for its length) are not taken for the next
+    /// request's answer once the proxy thread has seen them (here: it
+    /// waited 100 ms): a pooled connection that received anything while
+    /// idle is closed, and the request goes on another one. (Bytes that
+    /// come within the same batch of tasks are not seen: `h1::Connection::still_idle`.)
     #[tokio::test]
     async fn a_connection_that_received_anything_while_idle_is_not_reused() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
