@@ -28,7 +28,7 @@ use crate::upload;
 use crate::upstream::{InFlight, Upstream};
 
 /// What the client receives: the upstream's body, or a JSON error.
-pub type ClientBody = Either<Tracked, Full<Bytes>>;
+pub type ClientBody = Either<Box<Tracked>, Full<Bytes>>;
 
 /// Shared by every proxied request.
 pub struct Proxy {
@@ -116,13 +116,13 @@ pub async fn handle(
             // goes away, which is what a switch must wait for.
             return Ok(Response::from_parts(
                 parts,
-                Either::Left(Tracked {
+                Either::Left(Box::new(Tracked {
                     inner: body,
                     idle_timeout: proxy.request_timeout,
                     idle: None,
                     frame_since_armed: false,
                     exchange,
-                }),
+                })),
             ));
         }
         Err(Failed::Upstream(error)) => {
