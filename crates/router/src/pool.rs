@@ -657,6 +657,12 @@ mod tests {
                 .send(request, extra.clone().into_iter(), Duration::from_secs(5))
                 .await
                 .expect("an answer");
+            let plain = matches!(response.body(), http_body_util::Either::Right(_));
+            assert_eq!(
+                plain,
+                method == Method::GET,
+                "{method} went on the wrong kind of connection"
+            );
             let body = response.into_body().collect().await.expect("the whole body").to_bytes();
             assert_eq!(
                 String::from_utf8_lossy(&body),

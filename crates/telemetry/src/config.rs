@@ -72,7 +72,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
-/// The longest duration a flag takes: 10 years.
+/// The longest duration a flag or an admin API value takes: 10 years.
 const MAX_DURATION_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
 
 /// Like [`parse_duration`], for a timeout or period that must not be zero.
@@ -111,8 +111,8 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("0ms").is_err());
         assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
-        // A deadline this far off would overflow the clock: refused, not a panic later.
         assert_eq!(parse_duration("87600h"), Ok(Duration::from_secs(87_600 * 3600)));
+        // A deadline this far off would overflow the clock: refused, not a panic later.
         let error = parse_duration("10000000000000000000").expect_err("out of range");
         assert!(error.contains("at most 10 years"), "{error}");
     }
